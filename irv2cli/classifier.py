@@ -1,0 +1,80 @@
+"""Turn batches into records: run an engine on decoded images, decode the top-k."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .batch import Batch, iter_batches
+from .engines import Engine
+from .images import load_input
+from .labels import Prediction, decode_top_k
+from .spec import DEFAULT_MAX_PIXELS, SPEC
+
+
+@dataclass(frozen=True)
+class Record:
+    """The answer for one input: its top-k predictions, or why it could not be classified."""
+
+    path: str
+    predictions: list[Prediction] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "predictions": [asdict(p) for p in self.predictions],
+                "error": self.error}
+
+
+@dataclass
+class Classifier:
+    """Classify image files or preprocessed arrays with one loaded engine.
+
+    >>> classifier = Classifier.from_weights()          # official weights, cached
+    >>> for record in classifier.classify(["cat.jpg"]):
+    ...     print(record.predictions[0].label)
+    """
+
+    engine: Engine
+    top_k: int = 5
+    resize: str = SPEC.default_resize
+    interpolation: str = SPEC.default_interpolation
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    batch_size: int = 8
+    workers: int | None = None
+
+    @classmethod
+    def from_weights(cls, weights: str | os.PathLike | None = None, **options) -> Classifier:
+        """Load the Keras engine from ``weights`` (default: the official file, fetched if
+        missing); ``options`` are the dataclass fields."""
+        from .engines import KerasEngine
+        from .weights import ensure_weights
+
+        return cls(KerasEngine(weights or ensure_weights()), **options)
+
+    def load(self, path: str | os.PathLike) -> np.ndarray:
+        """One file as a network input, with this classifier's preprocessing."""
+        return load_input(path, self.resize, self.interpolation, self.max_pixels)
+
+    def classify_arrays(self, inputs: np.ndarray) -> list[list[Prediction]]:
+        """Top-k for a preprocessed batch (N, 299, 299, 3) in [-1, 1]."""
+        probabilities = self.engine(np.asarray(inputs, dtype=np.float32))
+        return [decode_top_k(p, self.top_k) for p in probabilities]
+
+    def classify_batch(self, batch: Batch) -> list[Record]:
+        """Records for every path of ``batch``, in order, failures included."""
+        predictions = iter(self.classify_arrays(batch.inputs) if batch.decoded else [])
+        return [
+            Record(path, error=batch.errors[i]) if i in batch.errors
+            else Record(path, next(predictions))
+            for i, path in enumerate(batch.paths)
+        ]
+
+    def classify(self, paths: Iterable[str | Path]) -> Iterator[Record]:
+        """Records for ``paths`` in order, decoding ahead on a thread pool."""
+        for batch in iter_batches((str(p) for p in paths), self.load,
+                                  self.batch_size, self.workers):
+            yield from self.classify_batch(batch)

@@ -1,0 +1,130 @@
+"""The ``irv2`` command: parse, call the library, render. TensorFlow loads only when needed."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import Irv2Error
+from .spec import DEFAULT_MAX_PIXELS, INTERPOLATIONS, RESIZE_MODES, SPEC
+
+
+class Irv2Group(click.Group):
+    """Turns the library's errors into one-line messages (exit 1), in one place."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Irv2Error as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=Irv2Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="irv2")
+def cli() -> None:
+    """Classify images with Inception-ResNet-V2 (ImageNet, 1000 classes)."""
+
+
+def preprocessing_options(command):
+    """--resize, --interpolation and --max-pixels, shared by commands that read images."""
+    options = [
+        click.option("--resize", type=click.Choice(RESIZE_MODES), default=SPEC.default_resize,
+                     show_default=True,
+                     help="center-crop: shorter side to 333 px, then the centre 299x299 "
+                          "(timm's recipe). squash: straight to 299x299 like "
+                          "keras.utils.load_img."),
+        click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
+                     default=SPEC.default_interpolation, show_default=True,
+                     help="Resampling filter for the resize."),
+        click.option("--max-pixels", type=click.IntRange(min=1), envvar="IRV2_MAX_PIXELS",
+                     default=DEFAULT_MAX_PIXELS, show_default=True,
+                     help="Refuse images larger than this many pixels (decompression bombs). "
+                          "Env: IRV2_MAX_PIXELS."),
+    ]
+    return functools.reduce(lambda f, option: option(f), reversed(options), command)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("-k", "--top-k", type=click.IntRange(1, SPEC.num_classes), default=5,
+              show_default=True, help="How many classes to report per image.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="A weights file: official-layout .h5 or Keras 3 .weights.h5. "
+                   "Default: the official ImageNet weights, downloaded on first use.")
+@click.option("--format", "fmt", type=click.Choice(("table", "json", "jsonl", "csv")),
+              help="Output format. Default: table on stdout, or from --output's extension.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write results to this .csv/.jsonl/.json file as the run goes.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run: classify only images not yet in --output.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True,
+              help="Descend into subfolders of folder inputs.")
+@click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+              help="Only files in folders matching this pattern, e.g. '*.jpg' (repeatable).")
+@click.option("--include-hidden", is_flag=True, help="Include hidden files and folders.")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True,
+              help="Images per inference call.")
+@click.option("--workers", type=click.IntRange(1, 256),
+              help="Threads decoding images ahead of inference. Default: one per core (>= 2).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
+@preprocessing_options
+def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, globs,
+            include_hidden, batch_size, workers, quiet, resize, interpolation, max_pixels):
+    """Classify image files and folders.
+
+    Prints a top-k table per image, or writes JSON/JSONL/CSV records. Folders are walked
+    in sorted order; a file that cannot be classified gets an error record and the run
+    goes on. Exit status: 0 all classified, 1 some input failed, 2 usage error.
+    """
+    from .runner import PredictRun
+
+    if output is None and (resume or overwrite):
+        raise click.UsageError("--resume and --overwrite need --output.")
+    if output is not None and fmt == "table":
+        raise click.UsageError("--output writes csv, jsonl or json; the table is for stdout.")
+    run = PredictRun(
+        inputs=inputs, top_k=top_k, weights=weights, fmt=fmt or ("table" if output is None
+                                                                   else None),
+        output=output, resume=resume, overwrite=overwrite, recursive=recursive,
+        globs=globs, include_hidden=include_hidden, batch_size=batch_size, workers=workers,
+        quiet=quiet, resize=resize, interpolation=interpolation, max_pixels=max_pixels,
+    )
+    click.get_current_context().exit(run.execute())
+
+
+@cli.command("download-weights")
+@click.option("--include-top/--no-top", default=True, show_default=True,
+              help="The full classifier, or the feature extractor without the top.")
+@click.option("--mirror", metavar="URL",
+              help="Base URL serving the same file name (default: Keras's storage). "
+                   "Env: IRV2_MIRROR.")
+@click.option("--from-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Install a copy obtained elsewhere, after checking its MD5.")
+@click.option("--force", is_flag=True, help="Fetch or install again even if cached.")
+def download_weights(include_top, mirror, from_file, force):
+    """Fetch and verify the official ImageNet weights into the cache.
+
+    Reuses a verified copy from Keras's cache (~/.keras/models) when there is one.
+    The cache is $IRV2_HOME, else the platform's user cache directory.
+    """
+    from .render import download_progress, stderr_console
+    from .weights import ensure_weights, install_from_file
+
+    weight_file = SPEC.weights(include_top)
+    if from_file is not None:
+        path = install_from_file(from_file, weight_file, force=force)
+    else:
+        with download_progress(stderr_console(), weight_file.filename) as progress:
+            path = ensure_weights(include_top, mirror, progress, force=force)
+    click.echo(str(path))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli()

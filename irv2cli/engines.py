@@ -1,0 +1,39 @@
+"""Engines run the network: a float32 batch (N, 299, 299, 3) in [-1, 1] -> probabilities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Engine(Protocol):
+    """Anything that maps a preprocessed batch to class probabilities (N, 1000)."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class KerasEngine:
+    """The reference: the Keras model, called through one traced function.
+
+    The function is traced once for any batch size, so neither a new batch size nor a
+    last short batch triggers a retrace.
+    """
+
+    def __init__(self, weights: str | Path):
+        import tensorflow as tf
+
+        from .h5weights import load_weights
+        from .model import build_model
+
+        self.model = build_model()
+        load_weights(self.model, weights)
+        size = self.model.input_shape[1:]
+        self._forward = tf.function(
+            lambda x: self.model(x, training=False),
+            input_signature=[tf.TensorSpec((None, *size), tf.float32)],
+        )
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._forward(batch).numpy()

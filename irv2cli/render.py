@@ -1,0 +1,76 @@
+"""Rich rendering for the terminal: top-k tables, download and run progress."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from .classifier import Record
+from .output import RecordWriter
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True)
+
+
+def prediction_table(record: Record) -> Table:
+    """One image's top-k as a table: rank, label, WordNet ID, probability with a bar."""
+    table = Table(title=record.path, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("label")
+    table.add_column("WordNet ID")
+    table.add_column("probability", justify="right")
+    table.add_column("")
+    for p in record.predictions:
+        table.add_row(str(p.rank), p.label, p.wnid, f"{p.score:.2%}",
+                      ProgressBar(total=1.0, completed=p.score, width=20))
+    return table
+
+
+@contextmanager
+def download_progress(console: Console, description: str) -> Iterator:
+    """A ``weights.Progress`` callback drawing size, speed and ETA on ``console``."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+                  transient=False) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def run_progress(console: Console, enabled: bool) -> Progress:
+    """Images done/total, img/s, ETA and failures so far (task fields ``rate``, ``failed``)."""
+    return Progress(
+        TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.2f} img/s"), TimeRemainingColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        console=console, disable=not enabled,
+    )
+
+
+class TableWriter(RecordWriter):
+    """Top-k tables on a console; records without predictions (errors) print nothing here."""
+
+    def __init__(self, console: Console):
+        super().__init__(console.file)
+        self.console = console
+
+    def write(self, record: Record) -> None:
+        if record.predictions:
+            self.console.print(prediction_table(record))

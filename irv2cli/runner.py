@@ -1,0 +1,122 @@
+"""One ``irv2 predict`` run: inputs -> classifier -> records written, with progress and resume."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from rich.console import Console
+from rich.text import Text
+
+from .classifier import Classifier
+from .inputs import InputSelection, iter_image_paths
+from .output import WRITERS, RecordWriter
+from .render import TableWriter, download_progress, run_progress, stderr_console
+from .results import open_results, output_format
+from .spec import SPEC
+
+EXIT_OK, EXIT_FAILED_INPUTS, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass
+class PredictRun:
+    """Everything ``irv2 predict`` was asked to do; ``execute`` does it."""
+
+    inputs: tuple[str, ...]
+    top_k: int = 5
+    weights: Path | None = None
+    fmt: str | None = "table"
+    output: Path | None = None
+    resume: bool = False
+    overwrite: bool = False
+    recursive: bool = True
+    globs: tuple[str, ...] = ()
+    include_hidden: bool = False
+    batch_size: int = 8
+    workers: int | None = None
+    quiet: bool = False
+    resize: str = SPEC.default_resize
+    interpolation: str = SPEC.default_interpolation
+    max_pixels: int | None = None
+
+    def _selection(self) -> InputSelection:
+        return InputSelection(self.recursive, tuple(self.globs), self.include_hidden)
+
+    def _open_writer(self, console: Console) -> tuple[RecordWriter, set[str]]:
+        if self.output is None:
+            if self.fmt == "table":
+                return TableWriter(Console(file=sys.stdout)), set()
+            return WRITERS[self.fmt](sys.stdout), set()
+        fmt = output_format(self.output, self.fmt)
+        return open_results(self.output, fmt, self.resume, self.overwrite, self.top_k)
+
+    def _classifier(self, console: Console) -> Classifier:
+        from .engines import KerasEngine
+        from .weights import ensure_weights
+
+        weights = self.weights
+        if weights is None:
+            with download_progress(console, "official weights") as progress:
+                weights = ensure_weights(progress=None if self.quiet else progress)
+        if not self.quiet:
+            console.print("loading the model...", style="dim")
+        return Classifier(KerasEngine(weights), self.top_k, self.resize, self.interpolation,
+                          self.max_pixels, self.batch_size, self.workers)
+
+    def execute(self) -> int:
+        """Run to the end (or Ctrl-C); return the exit status."""
+        Image.MAX_IMAGE_PIXELS = None  # --max-pixels is enforced by images.open_rgb instead
+        console = stderr_console()
+        writer, done = self._open_writer(console)
+        todo = (p for p in iter_image_paths(self.inputs, self._selection()) if p not in done)
+        first = next(todo, None)
+        show_progress = console.is_terminal and not self.quiet
+        total = (sum(1 for p in iter_image_paths(self.inputs, self._selection())
+                     if p not in done) if show_progress else None)
+        classified = failed = 0
+        started = time.perf_counter()
+        interrupted = False
+        try:
+            if first is not None:
+                classifier = self._classifier(console)
+                started = time.perf_counter()
+                with run_progress(console, show_progress) as progress:
+                    task = progress.add_task("", total=total, rate=0.0, failed=0)
+                    for record in classifier.classify(itertools.chain([first], todo)):
+                        writer.write(record)
+                        classified += record.error is None
+                        failed += record.error is not None
+                        if record.error is not None:
+                            progress.console.print(Text(f"error: {record.error}", style="red"))
+                        rate = (classified + failed) / (time.perf_counter() - started)
+                        progress.update(task, advance=1, rate=rate, failed=failed)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            writer.close()
+            if self.output is not None:
+                writer.stream.close()
+        self._summarize(console, classified, failed, len(done), time.perf_counter() - started,
+                        interrupted)
+        if interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED_INPUTS if failed else EXIT_OK
+
+    def _summarize(self, console: Console, classified: int, failed: int, skipped: int,
+                   elapsed: float, interrupted: bool) -> None:
+        if interrupted:
+            where = f" in {self.output}" if self.output else ""
+            console.print(f"Interrupted: {classified + failed} results were written{where}. "
+                          "Run the same command with --resume to finish.", style="yellow")
+        if self.quiet:
+            return
+        rate = (classified + failed) / elapsed if elapsed > 0 else 0.0
+        line = (f"{classified} classified, {failed} failed in {elapsed:.1f} s "
+                f"({rate:.2f} img/s)")
+        if skipped:
+            line += f"; {skipped} already in {self.output}"
+        console.print(line, style="dim")

@@ -1,0 +1,57 @@
+"""The model's facts in one place: input size, preprocessing defaults, weight files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/inception_resnet_v2/"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One official weights file: where Keras serves it and its MD5."""
+
+    filename: str
+    md5: str
+    include_top: bool
+
+    @property
+    def url(self) -> str:
+        return KERAS_BASE_URL + self.filename
+
+
+RESIZE_MODES = ("center-crop", "squash")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+# Pillow's own warning threshold for decompression bombs.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Inception-ResNet-V2 as published with the TF-slim ImageNet weights."""
+
+    input_size: int = 299
+    num_classes: int = 1000
+    feature_dim: int = 1536
+    param_count: int = 55_873_736
+    # timm's pretrained_cfg for these weights: shorter side to round(299 / 0.8975),
+    # then the centre 299x299, bicubic (80.46% top-1 on ImageNet-val).
+    crop_fraction: float = 0.8975
+    default_resize: str = "center-crop"
+    default_interpolation: str = "bicubic"
+    top_weights: WeightFile = WeightFile(
+        "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels.h5",
+        "e693bd0210a403b3192acc6073ad2e96",
+        include_top=True,
+    )
+    notop_weights: WeightFile = WeightFile(
+        "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "d19885ff4a710c122648d3b5c3b684e4",
+        include_top=False,
+    )
+
+    def weights(self, include_top: bool = True) -> WeightFile:
+        return self.top_weights if include_top else self.notop_weights
+
+
+SPEC = ModelSpec()
