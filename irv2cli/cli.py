@@ -52,7 +52,7 @@ def preprocessing_options(command):
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-k", "--top-k", type=click.IntRange(1, SPEC.num_classes), default=5,
               show_default=True, help="How many classes to report per image.")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A weights file: official-layout .h5 or Keras 3 .weights.h5. "
                    "Default: the official ImageNet weights, downloaded on first use.")
 @click.option("--format", "fmt", type=click.Choice(("table", "json", "jsonl", "csv")),

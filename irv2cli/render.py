@@ -23,7 +23,8 @@ from .output import RecordWriter
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True)
+    """Progress, errors and summaries go here, so stdout stays clean for results."""
+    return Console(stderr=True, soft_wrap=True)
 
 
 def prediction_table(record: Record) -> Table:

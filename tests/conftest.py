@@ -1,0 +1,130 @@
+"""Shared fixtures: generated weights in the official layout, and a reference Keras model.
+
+The official weights cannot be downloaded here, so the suite writes seeded random
+weights (with calibrated BatchNorm statistics) from ``keras.applications`` itself in
+the legacy .h5 layout, once per test session.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """The repository's real sample photos (see samples/README.md)."""
+    return SAMPLES
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache and Keras home; nothing touches the user's."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("IRV2_HOME", str(home / "irv2"))
+    monkeypatch.setenv("KERAS_HOME", str(home / "keras"))
+    monkeypatch.delenv("IRV2_MIRROR", raising=False)
+    return home / "irv2"
+
+
+@pytest.fixture(scope="session")
+def reference_model():
+    """``keras.applications.InceptionResNetV2`` with seeded random weights, logits out."""
+    import keras
+
+    from irv2cli.synthetic import randomize
+
+    model = keras.applications.InceptionResNetV2(weights=None, classifier_activation=None)
+    randomize(model, seed=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def top_weights(reference_model, tmp_path_factory) -> Path:
+    """The reference model's weights, written by Keras in the official legacy .h5 layout."""
+    from irv2cli.synthetic import write_legacy_h5
+
+    return write_legacy_h5(reference_model, tmp_path_factory.mktemp("weights") / "top.h5")
+
+
+@pytest.fixture(scope="session")
+def reference_notop(reference_model):
+    """The same weights in Keras's feature extractor (no top, average pooling)."""
+    import keras
+
+    model = keras.applications.InceptionResNetV2(weights=None, include_top=False,
+                                                 pooling="avg")
+    model.set_weights(reference_model.get_weights()[:-2])
+    return model
+
+
+@pytest.fixture(scope="session")
+def notop_weights(reference_notop, tmp_path_factory) -> Path:
+    from irv2cli.synthetic import write_legacy_h5
+
+    return write_legacy_h5(reference_notop, tmp_path_factory.mktemp("weights") / "notop.h5")
+
+
+@pytest.fixture(scope="session")
+def shared_engines():
+    """One KerasEngine per weights file for the whole session (building one takes seconds)."""
+    return {}
+
+
+@pytest.fixture
+def cached_engines(shared_engines, monkeypatch):
+    """Make ``irv2cli.engines.KerasEngine`` reuse real engines across tests."""
+    from irv2cli import engines
+
+    real = engines.KerasEngine
+
+    def engine_for(weights):
+        key = str(Path(weights).resolve())
+        if key not in shared_engines:
+            shared_engines[key] = real(weights)
+        return shared_engines[key]
+
+    monkeypatch.setattr(engines, "KerasEngine", engine_for)
+    return shared_engines
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A folder holding copies of the real sample photos."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for sample in sorted(SAMPLES.glob("*.jpg")):
+        shutil.copy(sample, folder / sample.name)
+    return folder
+
+
+@dataclass(frozen=True)
+class HttpDirectory:
+    root: Path
+    url: str
+
+
+@pytest.fixture
+def http_directory(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving a fresh folder (``root``) at ``url``."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield HttpDirectory(root, f"http://127.0.0.1:{server.server_port}/")
+    server.shutdown()
+    server.server_close()

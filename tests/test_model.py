@@ -1,0 +1,111 @@
+"""The network is keras.applications.InceptionResNetV2, layer for layer and number for number."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from irv2cli.errors import WeightsError
+from irv2cli.h5weights import load_weights
+from irv2cli.images import load_input
+from irv2cli.model import build_model
+
+
+@pytest.fixture(scope="module")
+def inputs(samples) -> np.ndarray:
+    """Two real photos and one noise image, preprocessed."""
+    photos = [load_input(samples / name) for name in ("chelsea.jpg", "rocket.jpg")]
+    noise = np.random.default_rng(7).uniform(-1, 1, (299, 299, 3)).astype("float32")
+    return np.stack([*photos, noise])
+
+
+def _kind(layer) -> tuple:
+    return type(layer).__name__, [tuple(w.shape) for w in layer.weights]
+
+
+def test_parameter_count_with_top():
+    assert build_model().count_params() == 55_873_736
+
+
+def test_layers_match_keras_one_for_one(reference_model):
+    ours = build_model(classifier_activation=None)
+    assert len(ours.layers) == len(reference_model.layers) == 782
+    kinds = [_kind(layer) for layer in ours.layers]
+    reference_kinds = [_kind(layer) for layer in reference_model.layers]
+    # CustomScaleLayer (Keras) and ScaledResidual (ours) compute the same sum.
+    reference_kinds = [("ScaledResidual", w) if k == "CustomScaleLayer" else (k, w)
+                       for k, w in reference_kinds]
+    assert kinds == reference_kinds
+
+
+def test_block_boundary_names_match_keras(reference_model):
+    ours = {layer.name for layer in build_model().layers}
+    boundary = {name for name in (layer.name for layer in reference_model.layers)
+                if name.startswith(("mixed_", "block", "conv_7b", "avg_pool", "predictions"))}
+    # mixed_5b/6a/7a; 40 blocks' _mixed and _conv; 39 _ac; conv_7b(_bn, _ac); the top.
+    assert len(boundary) == 3 + 40 + 40 + 39 + 3 + 2
+    assert boundary <= ours
+
+
+def test_logits_match_keras_with_official_layout_weights(reference_model, top_weights, inputs):
+    ours = build_model(classifier_activation=None)
+    load_weights(ours, top_weights)
+    expected = reference_model(inputs).numpy()
+    got = ours(inputs).numpy()
+    assert np.abs(got - expected).max() < 1e-4
+    # The generated weights make the output depend on the input.
+    assert np.abs(expected[0] - expected[1]).max() > 0.1
+
+
+def test_pooled_features_match_keras_without_top(reference_notop, notop_weights, inputs):
+    ours = build_model(include_top=False, pooling="avg")
+    load_weights(ours, notop_weights)
+    got = ours(inputs).numpy()
+    assert got.shape == (3, 1536)
+    assert np.abs(got - reference_notop(inputs).numpy()).max() < 1e-4
+
+
+def test_max_pooling_gives_1536_features():
+    assert build_model(include_top=False, pooling="max").output_shape == (None, 1536)
+
+
+def test_keras3_weights_file_loads(reference_model, tmp_path, inputs):
+    source = build_model(classifier_activation=None)
+    source.set_weights(reference_model.get_weights())
+    path = tmp_path / "model.weights.h5"
+    source.save_weights(path)
+    ours = build_model(classifier_activation=None)
+    load_weights(ours, path)
+    assert np.abs(ours(inputs[:1]).numpy() - reference_model(inputs[:1]).numpy()).max() < 1e-4
+
+
+def test_saved_model_reloads_in_safe_mode(tmp_path):
+    import keras
+
+    model = build_model(include_top=False, input_shape=(75, 75, 3), pooling="avg")
+    path = tmp_path / "irv2.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 75, 75, 3)).astype("float32")
+    assert np.allclose(reloaded(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+def test_notop_file_into_top_network_names_what_does_not_fit(notop_weights):
+    with pytest.raises(WeightsError, match=r"layers with weights.*notop\.h5|notop\.h5.*fit"):
+        load_weights(build_model(), notop_weights)
+
+
+def test_file_with_other_shapes_names_the_first_layer_that_does_not_fit(tmp_path):
+    from irv2cli.synthetic import write_legacy_h5
+
+    other = build_model(classifier_activation=None, classes=10)
+    path = write_legacy_h5(other, tmp_path / "ten_classes.h5")
+    with pytest.raises(WeightsError, match=r"#\d+ \(predictions, saved as predictions\)"):
+        load_weights(build_model(), path)
+
+
+def test_not_an_hdf5_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "weights.h5"
+    path.write_text("not hdf5")
+    with pytest.raises(WeightsError, match="not a readable Keras HDF5 weights file"):
+        load_weights(build_model(), path)
