@@ -100,6 +100,7 @@ def _fetch_into(url: str, part: Path, progress: Progress | None, timeout: float)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
+        exc.close()
         if exc.code == 416 and offset:  # the part is no prefix of this file: start over
             part.unlink()
         raise
