@@ -22,13 +22,20 @@ RESAMPLING = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB the way a person expects to see it.
 
-    Transparent areas (alpha, or a palette/grey transparency key) are composited on
-    white; 16- and 32-bit integer greys are scaled down from 16 bits, not clipped.
+    Transparent areas (alpha, or a palette/grey/RGB transparency key) are composited on
+    white. Greys deeper than 8 bits are scaled, not clipped: 16-bit modes from 0..65535;
+    32-bit integer ("I") from 0..65535 when it holds values above 255; float ("F") from
+    0..1 when it holds none above 1.
     """
-    if image.mode == "RGB":
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        grey = np.asarray(image, dtype=np.float64) / 257.0
+    if image.mode.startswith("I") or image.mode == "F":
+        grey = np.asarray(image, dtype=np.float64)
+        peak = grey.max(initial=0.0)
+        if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
+            grey = grey / 257.0
+        elif image.mode == "F" and peak <= 1.0:
+            grey = grey * 255.0
         return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -29,13 +30,13 @@ def samples() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own cache and Keras home; nothing touches the user's."""
+def cache(tmp_path_factory, monkeypatch) -> SimpleNamespace:
+    """Every test gets its own cache and Keras home, and no mirror from the environment."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("IRV2_HOME", str(home / "irv2"))
     monkeypatch.setenv("KERAS_HOME", str(home / "keras"))
     monkeypatch.delenv("IRV2_MIRROR", raising=False)
-    return home / "irv2"
+    return SimpleNamespace(irv2=home / "irv2", keras=home / "keras")
 
 
 @pytest.fixture(scope="session")

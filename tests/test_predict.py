@@ -132,7 +132,7 @@ def test_weights_that_do_not_fit_are_a_one_line_error(notop_weights, samples, ca
 
 
 def test_official_weights_are_downloaded_on_first_use(top_weights, samples, monkeypatch,
-                                                      isolated_cache, cached_engines,
+                                                      cache, cached_engines,
                                                       http_directory):
     import dataclasses
 
@@ -147,7 +147,7 @@ def test_official_weights_are_downloaded_on_first_use(top_weights, samples, monk
     monkeypatch.setenv("IRV2_MIRROR", http_directory.url)
     result = predict(samples / "coffee.jpg", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert (isolated_cache / "weights" / official).is_file()
+    assert (cache.irv2 / "weights" / official).is_file()
     assert json.loads(result.stdout)[0]["predictions"]
 
 

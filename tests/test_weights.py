@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -66,15 +65,6 @@ def cache_listing(weight_file: WeightFile) -> list[str]:
 
 
 # -- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """This test's own cache and Keras home, and no mirror from the caller's environment."""
-    monkeypatch.setenv("IRV2_HOME", str(tmp_path / "irv2"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.delenv("IRV2_MIRROR", raising=False)
-    return SimpleNamespace(irv2=tmp_path / "irv2", keras=tmp_path / "keras")
 
 
 @pytest.fixture(scope="session")
