@@ -124,6 +124,50 @@ def download_weights(include_top, mirror, from_file, force):
     click.echo(str(path))
 
 
+def int_list(ctx, param, value: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter("expected comma-separated integers, e.g. 1,8,16") from None
+    if any(n < 1 for n in numbers):
+        raise click.BadParameter("batch sizes must be at least 1")
+    return numbers
+
+
+@cli.command()
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default="samples", show_default=True,
+              help="A folder of JPEG photos to cycle through.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Weights to use. Default: seeded random weights generated offline.")
+@click.option("--small", type=click.IntRange(1), default=8, show_default=True,
+              help="Images in the small folder.")
+@click.option("--large", type=click.IntRange(2), default=40, show_default=True,
+              help="Images in the large folder.")
+@click.option("--batch-sizes", callback=int_list, default="1,8,16", show_default=True,
+              help="irv2 batch sizes to measure.")
+@click.option("--keras-batch-sizes", callback=int_list, default="1,8", show_default=True,
+              help="Plain Keras loop batch sizes to measure.")
+def bench(images, weights, small, large, batch_sizes, keras_batch_sizes):
+    """Measure folder classification against a plain Keras loop on this machine.
+
+    Prints images/s (marginal: a small and a large folder, so start-up cancels), the
+    time from process start to the first result, and peak RSS, for each pipeline and
+    batch size. Takes several minutes.
+    """
+    from rich.console import Console
+
+    from .bench import run_benchmark
+    from .render import benchmark_table, stderr_console
+
+    if large <= small:
+        raise click.BadParameter("must be larger than --small", param_hint="--large")
+    console = stderr_console()
+    results = run_benchmark(images, weights, small, large, batch_sizes, keras_batch_sizes,
+                            progress=lambda message: console.print(message, style="dim"))
+    Console().print(benchmark_table(results))
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,155 @@
+"""``irv2 bench``: folder throughput, time to first result and peak RSS, against plain Keras.
+
+Each measured run is its own process, started the way a user starts it, so start-up
+(imports, model build, first trace) counts in the time to first result, and
+``os.wait4`` reports that process's peak RSS. Throughput is marginal: the same
+command on a small and a large folder, (large - small) images / (large - small) seconds,
+so start-up cancels out. Weights are generated (see ``synthetic``) so this runs offline;
+predictions made with them are meaningless but identical across pipelines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE_SOURCES = ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One pipeline at one batch size."""
+
+    pipeline: str
+    batch_size: int
+    images_per_second: float
+    first_result_s: float
+    peak_rss_mb: float
+    top5: dict[str, list[int]]
+
+
+def make_folder(folder: Path, count: int, sources: list[Path]) -> Path:
+    """``count`` JPEG files cycled from ``sources``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        shutil.copy(sources[i % len(sources)], folder / f"img{i:05d}.jpg")
+    return folder
+
+
+def _timed_run(command: list[str], output: Path) -> tuple[float, float, float]:
+    """(wall seconds, seconds until the first record appeared, peak RSS in MB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    first = None
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if first is None and output.exists() and output.stat().st_size > 0:
+            first = time.perf_counter() - started
+        if pid:
+            break
+        time.sleep(0.02)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise RuntimeError(f"benchmark run failed: {' '.join(command)}")
+    return wall, first if first is not None else wall, usage.ru_maxrss / 1024
+
+
+def _command(pipeline: str, folder: Path, weights: Path, batch_size: int,
+             output: Path) -> list[str]:
+    if pipeline == "irv2":
+        return [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights",
+                str(weights), "--output", str(output), "--overwrite", "--quiet",
+                "--batch-size", str(batch_size), "--resize", "squash",
+                "--interpolation", "nearest"]
+    return [sys.executable, "-m", "irv2cli.bench", "keras-loop", str(folder), str(weights),
+            str(batch_size), str(output)]
+
+
+def _top5(output: Path) -> dict[str, list[int]]:
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    return {Path(r["path"]).name: [p["index"] for p in r["predictions"]] for r in records}
+
+
+def measure(pipeline: str, batch_size: int, small: Path, large: Path, weights: Path,
+            scratch: Path) -> Measurement:
+    """Run ``pipeline`` on both folders and derive marginal throughput."""
+    out_small, out_large = scratch / "small.jsonl", scratch / "large.jsonl"
+    for out in (out_small, out_large):
+        out.unlink(missing_ok=True)
+    t_small, _, _ = _timed_run(_command(pipeline, small, weights, batch_size, out_small),
+                               out_small)
+    t_large, first, rss = _timed_run(_command(pipeline, large, weights, batch_size, out_large),
+                                     out_large)
+    extra = len(list(large.iterdir())) - len(list(small.iterdir()))
+    return Measurement(pipeline, batch_size, extra / (t_large - t_small), first, rss,
+                       _top5(out_large))
+
+
+def keras_loop(folder: Path, weights: Path, batch_size: int, output: Path) -> None:
+    """The plain Keras recipe: load_img + preprocess_input + model.predict, in batches."""
+    import keras
+    import numpy as np
+
+    from .labels import decode_top_k
+
+    model = keras.applications.InceptionResNetV2(weights=str(weights))
+    paths = sorted(folder.iterdir())
+    with open(output, "w") as out:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            images = np.stack([keras.utils.img_to_array(
+                keras.utils.load_img(p, target_size=(299, 299))) for p in chunk])
+            inputs = keras.applications.inception_resnet_v2.preprocess_input(images)
+            for path, probabilities in zip(chunk, model.predict(inputs, verbose=0),
+                                           strict=True):
+                predictions = [{"index": p.index} for p in decode_top_k(probabilities, 5)]
+                out.write(json.dumps({"path": str(path), "predictions": predictions}) + "\n")
+            out.flush()
+
+
+def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
+                  batch_sizes: list[int], keras_batch_sizes: list[int],
+                  progress=print) -> list[Measurement]:
+    """Every measurement, in the order of the table."""
+    with tempfile.TemporaryDirectory(prefix="irv2-bench-") as tmp:
+        scratch = Path(tmp)
+        if weights is None:
+            from .synthetic import write_random_weights
+
+            progress("generating random weights...")
+            weights = write_random_weights(scratch / "weights.h5")
+        sources = [samples / name for name in SAMPLE_SOURCES if (samples / name).exists()]
+        small_folder = make_folder(scratch / "small", small, sources)
+        large_folder = make_folder(scratch / "large", large, sources)
+        plan = ([("irv2", b) for b in batch_sizes]
+                + [("keras", b) for b in keras_batch_sizes])
+        results = []
+        for pipeline, batch_size in plan:
+            progress(f"measuring {pipeline} at batch {batch_size}...")
+            results.append(measure(pipeline, batch_size, small_folder, large_folder,
+                                   weights, scratch))
+        return results
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark helper: the plain Keras loop.")
+    parser.add_argument("role", choices=["keras-loop"])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("weights", type=Path)
+    parser.add_argument("batch_size", type=int)
+    parser.add_argument("output", type=Path)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    keras_loop(args.folder, args.weights, args.batch_size, args.output)
+
+
+if __name__ == "__main__":
+    _main()
