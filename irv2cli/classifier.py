@@ -6,14 +6,17 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .batch import Batch, iter_batches
-from .engines import Engine
 from .images import load_input
 from .labels import Prediction, decode_top_k
 from .spec import DEFAULT_MAX_PIXELS, SPEC
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,14 @@ class Classifier:
     workers: int | None = None
 
     @classmethod
-    def from_weights(cls, weights: str | os.PathLike | None = None, **options) -> Classifier:
-        """Load the Keras engine from ``weights`` (default: the official file, fetched if
-        missing); ``options`` are the dataclass fields."""
-        from .engines import KerasEngine
+    def from_weights(cls, weights: str | os.PathLike | None = None, backend: str = "auto",
+                     **options) -> Classifier:
+        """Load an engine (see ``engines.load_engine``) for ``weights`` (default: the
+        official file, fetched if missing); ``options`` are the dataclass fields."""
+        from .engines import load_engine
         from .weights import ensure_weights
 
-        return cls(KerasEngine(weights or ensure_weights()), **options)
+        return cls(load_engine(weights or ensure_weights(), backend), **options)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """One file as a network input, with this classifier's preprocessing."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from .spec import BACKENDS
 
 
 class Engine(Protocol):
@@ -37,3 +40,17 @@ class KerasEngine:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self._forward(batch).numpy()
+
+
+
+def load_engine(weights: str | Path, backend: str = "auto",
+                notify: Callable[[str], None] = lambda message: None) -> Engine:
+    """The engine for ``weights``: ``onnx`` (ONNX Runtime on a cached artifact, built on
+    first use), ``keras`` (the reference), or ``auto``, which is ``onnx``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend == "keras":
+        return KerasEngine(weights)
+    from .runtime import load_onnx_engine
+
+    return load_onnx_engine(Path(weights), notify)

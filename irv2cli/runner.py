@@ -42,6 +42,7 @@ class PredictRun:
     resize: str = SPEC.default_resize
     interpolation: str = SPEC.default_interpolation
     max_pixels: int | None = None
+    backend: str = "auto"
 
     def _selection(self) -> InputSelection:
         return InputSelection(self.recursive, tuple(self.globs), self.include_hidden)
@@ -55,16 +56,19 @@ class PredictRun:
         return open_results(self.output, fmt, self.resume, self.overwrite, self.top_k)
 
     def _classifier(self, console: Console) -> Classifier:
-        from .engines import KerasEngine
+        from .engines import load_engine
         from .weights import ensure_weights
 
         weights = self.weights
         if weights is None:
             with download_progress(console, "official weights") as progress:
                 weights = ensure_weights(progress=None if self.quiet else progress)
-        if not self.quiet:
-            console.print("loading the model...", style="dim")
-        return Classifier(KerasEngine(weights), self.top_k, self.resize, self.interpolation,
+        def notify(message: str) -> None:
+            if not self.quiet:
+                console.print(message, style="dim")
+
+        engine = load_engine(weights, self.backend, notify)
+        return Classifier(engine, self.top_k, self.resize, self.interpolation,
                           self.max_pixels, self.batch_size, self.workers)
 
     def execute(self) -> int:

@@ -20,6 +20,7 @@ class WeightFile:
         return KERAS_BASE_URL + self.filename
 
 
+BACKENDS = ("auto", "onnx", "keras")
 RESIZE_MODES = ("center-crop", "squash")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 # Pillow's own warning threshold for decompression bombs.

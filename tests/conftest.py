@@ -79,24 +79,25 @@ def notop_weights(reference_notop, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def shared_engines():
-    """One KerasEngine per weights file for the whole session (building one takes seconds)."""
+    """Real engines, one per (weights file, backend), for the whole session."""
     return {}
 
 
 @pytest.fixture
 def cached_engines(shared_engines, monkeypatch):
-    """Make ``irv2cli.engines.KerasEngine`` reuse real engines across tests."""
+    """Make ``irv2cli.engines.load_engine`` reuse real engines across tests: building one
+    takes seconds (Keras) or half a minute (the ONNX artifact)."""
     from irv2cli import engines
 
-    real = engines.KerasEngine
+    real = engines.load_engine
 
-    def engine_for(weights):
-        key = str(Path(weights).resolve())
+    def engine_for(weights, backend="auto", notify=lambda message: None):
+        key = (str(Path(weights).resolve()), backend)
         if key not in shared_engines:
-            shared_engines[key] = real(weights)
+            shared_engines[key] = real(weights, backend, notify)
         return shared_engines[key]
 
-    monkeypatch.setattr(engines, "KerasEngine", engine_for)
+    monkeypatch.setattr(engines, "load_engine", engine_for)
     return shared_engines
 
 

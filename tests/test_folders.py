@@ -196,7 +196,7 @@ def test_resume_with_everything_done_loads_no_model(weird, tmp_path, top_weights
     assert predict(weird, "--weights", top_weights, "--output", out).exit_code == 0
     from irv2cli import engines
 
-    monkeypatch.setattr(engines, "KerasEngine", None)  # would fail if called
+    monkeypatch.setattr(engines, "load_engine", None)  # would fail if called
     result = predict(weird, "--weights", top_weights, "--output", out, "--resume")
     assert result.exit_code == 0
     assert len(read_jsonl(out)) == len(WEIRD_NAMES)

@@ -1,0 +1,129 @@
+"""The fast runtime: ONNX Runtime on a cached artifact agrees with Keras and never goes stale."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from irv2cli import runtime
+from irv2cli.engines import KerasEngine
+from irv2cli.images import load_input
+from irv2cli.runtime import OnnxEngine, artifact_path, build_artifact, load_onnx_engine
+
+
+@pytest.fixture(scope="session")
+def onnx_artifact(top_weights, tmp_path_factory):
+    """The optimised artifact for the session's generated weights, built once."""
+    return build_artifact(top_weights, tmp_path_factory.mktemp("artifact") / "irv2.onnx")
+
+
+@pytest.fixture
+def installed_artifact(onnx_artifact, top_weights):
+    """The session's artifact, copied to where this test's cache expects it."""
+    target = artifact_path(top_weights)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(onnx_artifact, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def images(samples) -> np.ndarray:
+    photos = [load_input(samples / name) for name in
+              ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")]
+    noise = np.random.default_rng(3).uniform(-1, 1, (299, 299, 3)).astype("float32")
+    return np.stack([*photos, noise])
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("batches", [[1], [5], [3, 2]], ids=["single", "batch", "short-last"])
+def test_onnx_agrees_with_keras(onnx_artifact, reference_model, images, batches):
+    engine = OnnxEngine(onnx_artifact)
+    starts = np.cumsum([0, *batches])
+    probabilities = np.concatenate(
+        [engine(images[a:b]) for a, b in itertools.pairwise(starts)])
+    expected = log_softmax(reference_model(images[: starts[-1]]).numpy())
+    # log-probabilities are the logits up to a per-image constant
+    assert np.abs(np.log(probabilities) - expected).max() < 1e-4
+    for got, want in zip(probabilities, expected, strict=True):
+        assert np.argsort(-got)[:5].tolist() == np.argsort(-want)[:5].tolist()
+
+
+def test_keras_engine_traces_once_for_every_batch_size(top_weights, images):
+    engine = KerasEngine(top_weights)
+    for size in (3, 2, 1):
+        engine(images[:size])
+    assert engine._forward.experimental_get_tracing_count() == 1
+
+
+def test_artifact_key_changes_with_the_weights(top_weights, tmp_path):
+    other = tmp_path / "other.h5"
+    other.write_bytes(top_weights.read_bytes()[:-1] + b"\0")
+    assert artifact_path(other) != artifact_path(top_weights)
+    assert artifact_path(top_weights) == artifact_path(shutil.copy(top_weights, tmp_path))
+
+
+def test_artifact_key_includes_version_and_machine(top_weights, monkeypatch):
+    before = artifact_path(top_weights)
+    monkeypatch.setattr(runtime, "__version__", "99.0")
+    assert artifact_path(top_weights) != before
+    monkeypatch.setattr(runtime, "machine_fingerprint", lambda: "another-cpu")
+    assert "another-cpu" in artifact_path(top_weights).name
+
+
+def test_damaged_artifact_is_rebuilt(installed_artifact, top_weights, images, onnx_artifact):
+    installed_artifact.write_bytes(installed_artifact.read_bytes()[:100_000])
+    messages = []
+    engine = load_onnx_engine(top_weights, messages.append)
+    assert any("damaged" in m for m in messages)
+    assert np.allclose(engine(images[:1]), OnnxEngine(onnx_artifact)(images[:1]), atol=1e-6)
+    assert installed_artifact.stat().st_size > 200_000_000  # rebuilt whole
+
+
+def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch, images):
+    builds = []
+    real_build = runtime.build_artifact
+
+    def counting_build(weights, target):
+        builds.append(target)
+        return real_build(weights, target)
+
+    monkeypatch.setattr(runtime, "build_artifact", counting_build)
+    engines = [None, None]
+
+    def use(slot):
+        engines[slot] = load_onnx_engine(top_weights)
+
+    threads = [threading.Thread(target=use, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1
+    assert np.allclose(engines[0](images[:1]), engines[1](images[:1]))
+    assert [p.name for p in artifact_path(top_weights).parent.iterdir()
+            if not p.name.endswith(".lock")] == [artifact_path(top_weights).name]
+
+
+def test_predict_on_the_artifact_never_imports_tensorflow(installed_artifact, top_weights,
+                                                          samples):
+    code = ("import sys, json; from click.testing import CliRunner; "
+            "from irv2cli.cli import cli; "
+            f"r = CliRunner().invoke(cli, ['predict', {str(samples / 'coffee.jpg')!r}, "
+            f"'--weights', {str(top_weights)!r}, '--format', 'json']); "
+            "assert r.exit_code == 0, r.output; "
+            "assert json.loads(r.stdout)[0]['predictions']; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=os.environ.copy(), check=True).stdout
+    assert out.strip() == "[]"
