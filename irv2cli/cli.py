@@ -10,7 +10,7 @@ import click
 
 from . import __version__
 from .errors import Irv2Error
-from .spec import DEFAULT_MAX_PIXELS, INTERPOLATIONS, RESIZE_MODES, SPEC
+from .spec import BACKENDS, DEFAULT_MAX_PIXELS, INTERPOLATIONS, RESIZE_MODES, SPEC
 
 
 class Irv2Group(click.Group):
@@ -72,9 +72,15 @@ def preprocessing_options(command):
 @click.option("--workers", type=click.IntRange(1, 256),
               help="Threads decoding images ahead of inference. Default: one per core (>= 2).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              envvar="IRV2_BACKEND",
+              help="onnx: ONNX Runtime on an artifact built once per weights file and cached "
+                   "(no TensorFlow at run time); keras: the reference Keras model; auto: onnx. "
+                   "Env: IRV2_BACKEND.")
 @preprocessing_options
 def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, globs,
-            include_hidden, batch_size, workers, quiet, resize, interpolation, max_pixels):
+            include_hidden, batch_size, workers, quiet, backend, resize, interpolation,
+            max_pixels):
     """Classify image files and folders.
 
     Prints a top-k table per image, or writes JSON/JSONL/CSV records. Folders are walked
@@ -93,6 +99,7 @@ def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, g
         output=output, resume=resume, overwrite=overwrite, recursive=recursive,
         globs=globs, include_hidden=include_hidden, batch_size=batch_size, workers=workers,
         quiet=quiet, resize=resize, interpolation=interpolation, max_pixels=max_pixels,
+        backend=backend,
     )
     click.get_current_context().exit(run.execute())
 
