@@ -87,19 +87,23 @@ def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, g
     in sorted order; a file that cannot be classified gets an error record and the run
     goes on. Exit status: 0 all classified, 1 some input failed, 2 usage error.
     """
-    from .runner import PredictRun
-
     if output is None and (resume or overwrite):
         raise click.UsageError("--resume and --overwrite need --output.")
     if output is not None and fmt == "table":
         raise click.UsageError("--output writes csv, jsonl or json; the table is for stdout.")
+    from .preload import start_loading
+
+    # A resumed run may have nothing left to do: it loads the engine only when it must.
+    engine = None if resume else start_loading(weights, backend, quiet)
+    from .runner import PredictRun
+
     run = PredictRun(
         inputs=inputs, top_k=top_k, weights=weights, fmt=fmt or ("table" if output is None
                                                                    else None),
         output=output, resume=resume, overwrite=overwrite, recursive=recursive,
         globs=globs, include_hidden=include_hidden, batch_size=batch_size, workers=workers,
         quiet=quiet, resize=resize, interpolation=interpolation, max_pixels=max_pixels,
-        backend=backend,
+        backend=backend, engine=engine,
     )
     click.get_current_context().exit(run.execute())
 

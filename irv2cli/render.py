@@ -43,16 +43,22 @@ def prediction_table(record: Record) -> Table:
 
 @contextmanager
 def download_progress(console: Console, description: str) -> Iterator:
-    """A ``weights.Progress`` callback drawing size, speed and ETA on ``console``."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                  transient=False) as progress:
-        task = progress.add_task(description, total=None)
+    """A ``weights.Progress`` callback drawing size, speed and ETA on ``console``; the bar
+    appears only once bytes arrive, so nothing shows when the file is already cached."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                        TransferSpeedColumn(), TimeRemainingColumn(), console=console)
+    tasks = []
 
-        def update(done: int, total: int | None) -> None:
-            progress.update(task, completed=done, total=total)
+    def update(done: int, total: int | None) -> None:
+        if not tasks:
+            progress.start()
+            tasks.append(progress.add_task(description, total=total))
+        progress.update(tasks[0], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        progress.stop()
 
 
 def run_progress(console: Console, enabled: bool) -> Progress:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import sys
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .classifier import Classifier
+from .engines import Engine
 from .inputs import InputSelection, iter_image_paths
 from .output import WRITERS, RecordWriter
 from .render import TableWriter, download_progress, run_progress, stderr_console
@@ -43,6 +45,7 @@ class PredictRun:
     interpolation: str = SPEC.default_interpolation
     max_pixels: int | None = None
     backend: str = "auto"
+    engine: Future | None = None  # an engine already loading (see preload)
 
     def _selection(self) -> InputSelection:
         return InputSelection(self.recursive, tuple(self.globs), self.include_hidden)
@@ -55,20 +58,24 @@ class PredictRun:
         fmt = output_format(self.output, self.fmt)
         return open_results(self.output, fmt, self.resume, self.overwrite, self.top_k)
 
-    def _classifier(self, console: Console) -> Classifier:
+    def _engine(self, console: Console) -> Engine:
+        if self.engine is not None:
+            return self.engine.result()
         from .engines import load_engine
         from .weights import ensure_weights
+
+        def notify(message: str) -> None:
+            if not self.quiet:
+                console.print(message, style="dim")
 
         weights = self.weights
         if weights is None:
             with download_progress(console, "official weights") as progress:
                 weights = ensure_weights(progress=None if self.quiet else progress)
-        def notify(message: str) -> None:
-            if not self.quiet:
-                console.print(message, style="dim")
+        return load_engine(weights, self.backend, notify)
 
-        engine = load_engine(weights, self.backend, notify)
-        return Classifier(engine, self.top_k, self.resize, self.interpolation,
+    def _classifier(self, console: Console) -> Classifier:
+        return Classifier(self._engine(console), self.top_k, self.resize, self.interpolation,
                           self.max_pixels, self.batch_size, self.workers)
 
     def execute(self) -> int:
