@@ -1,11 +1,12 @@
-"""``irv2 bench``: folder throughput, time to first result and peak RSS, against plain Keras.
+"""``irv2 bench``: cold start, folder throughput and peak RSS, against plain Keras.
 
 Each measured run is its own process, started the way a user starts it, so start-up
-(imports, model build, first trace) counts in the time to first result, and
-``os.wait4`` reports that process's peak RSS. Throughput is marginal: the same
+(imports, model build or artifact load, first call) counts in the time to first result,
+and ``os.wait4`` reports that process's peak RSS. Throughput is marginal: the same
 command on a small and a large folder, (large - small) images / (large - small) seconds,
 so start-up cancels out. Weights are generated (see ``synthetic``) so this runs offline;
-predictions made with them are meaningless but identical across pipelines.
+predictions made with them are meaningless but must be identical across pipelines.
+Everything, runtime artifacts included, lives in a temporary folder.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .spec import SPEC
 
 SAMPLE_SOURCES = ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")
 
@@ -44,14 +48,26 @@ def make_folder(folder: Path, count: int, sources: list[Path]) -> Path:
     return folder
 
 
-def _timed_run(command: list[str], output: Path) -> tuple[float, float, float]:
+@dataclass(frozen=True)
+class ColdStart:
+    """Median wall time of a one-image command, from process start to exit."""
+
+    pipeline: str
+    median_s: float
+    runs: list[float]
+    peak_rss_mb: float
+
+
+def _timed_run(command: list[str], output: Path | None, env: dict[str, str]
+               ) -> tuple[float, float, float]:
     """(wall seconds, seconds until the first record appeared, peak RSS in MB)."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
     first = None
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if first is None and output.exists() and output.stat().st_size > 0:
+        if (first is None and output is not None and output.exists()
+                and output.stat().st_size > 0):
             first = time.perf_counter() - started
         if pid:
             break
@@ -64,11 +80,11 @@ def _timed_run(command: list[str], output: Path) -> tuple[float, float, float]:
 
 def _command(pipeline: str, folder: Path, weights: Path, batch_size: int,
              output: Path) -> list[str]:
-    if pipeline == "irv2":
+    if pipeline.startswith("irv2"):
         return [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights",
                 str(weights), "--output", str(output), "--overwrite", "--quiet",
                 "--batch-size", str(batch_size), "--resize", "squash",
-                "--interpolation", "nearest"]
+                "--interpolation", "nearest", "--backend", pipeline.split()[1]]
     return [sys.executable, "-m", "irv2cli.bench", "keras-loop", str(folder), str(weights),
             str(batch_size), str(output)]
 
@@ -79,15 +95,15 @@ def _top5(output: Path) -> dict[str, list[int]]:
 
 
 def measure(pipeline: str, batch_size: int, small: Path, large: Path, weights: Path,
-            scratch: Path) -> Measurement:
+            scratch: Path, env: dict[str, str]) -> Measurement:
     """Run ``pipeline`` on both folders and derive marginal throughput."""
     out_small, out_large = scratch / "small.jsonl", scratch / "large.jsonl"
     for out in (out_small, out_large):
         out.unlink(missing_ok=True)
     t_small, _, _ = _timed_run(_command(pipeline, small, weights, batch_size, out_small),
-                               out_small)
+                               out_small, env)
     t_large, first, rss = _timed_run(_command(pipeline, large, weights, batch_size, out_large),
-                                     out_large)
+                                     out_large, env)
     extra = len(list(large.iterdir())) - len(list(small.iterdir()))
     return Measurement(pipeline, batch_size, extra / (t_large - t_small), first, rss,
                        _top5(out_large))
@@ -115,40 +131,90 @@ def keras_loop(folder: Path, weights: Path, batch_size: int, output: Path) -> No
             out.flush()
 
 
+def keras_recipe(weights: Path, image: Path) -> None:
+    """The reference recipe for one image: build keras.applications' model, load the .h5,
+    load_img + preprocess_input + predict + decode. (``decode_predictions`` would download
+    the class index, so the shipped copy decodes.)"""
+    import keras
+
+    from .labels import decode_top_k
+
+    model = keras.applications.InceptionResNetV2(weights=str(weights))
+    x = keras.utils.img_to_array(keras.utils.load_img(image, target_size=(299, 299)))
+    x = keras.applications.inception_resnet_v2.preprocess_input(x[None])
+    for p in decode_top_k(model.predict(x, verbose=0)[0], 5):
+        print(p.rank, p.label, f"{p.score:.4f}")
+
+
+def cold_starts(weights: Path, image: Path, env: dict[str, str], runs: int) -> list[ColdStart]:
+    """``irv2 predict IMAGE`` (official weights installed, runtime artifact built) against
+    the plain Keras recipe, each ``runs`` times from process start."""
+    installed = Path(env["IRV2_HOME"]) / "weights" / SPEC.top_weights.filename
+    installed.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(weights, installed)
+    commands = {
+        "irv2 predict (onnx)": [sys.executable, "-m", "irv2cli", "predict", str(image)],
+        "Keras recipe": [sys.executable, "-m", "irv2cli.bench", "keras-recipe", str(weights),
+                         str(image)],
+    }
+    subprocess.run(commands["irv2 predict (onnx)"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # builds the artifact
+    results = []
+    for pipeline, command in commands.items():
+        timings = [_timed_run(command, None, env) for _ in range(runs)]
+        walls = [t[0] for t in timings]
+        results.append(ColdStart(pipeline, statistics.median(walls), walls,
+                                 max(t[2] for t in timings)))
+    return results
+
+
 def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
-                  batch_sizes: list[int], keras_batch_sizes: list[int],
-                  progress=print) -> list[Measurement]:
-    """Every measurement, in the order of the table."""
+                  batch_sizes: list[int], keras_batch_sizes: list[int], cold_runs: int,
+                  progress=print) -> tuple[list[ColdStart], list[Measurement]]:
+    """Every measurement, in the order of the tables."""
     with tempfile.TemporaryDirectory(prefix="irv2-bench-") as tmp:
         scratch = Path(tmp)
+        env = {**os.environ, "IRV2_HOME": str(scratch / "home"), "TF_CPP_MIN_LOG_LEVEL": "3"}
         if weights is None:
             from .synthetic import write_random_weights
 
             progress("generating random weights...")
             weights = write_random_weights(scratch / "weights.h5")
         sources = [samples / name for name in SAMPLE_SOURCES if (samples / name).exists()]
+        progress("measuring cold starts...")
+        starts = cold_starts(weights, sources[0], env, cold_runs)
+        progress("building the runtime artifact for these weights...")
+        subprocess.run([sys.executable, "-m", "irv2cli", "predict", str(sources[0]),
+                        "--weights", str(weights), "--quiet"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
         small_folder = make_folder(scratch / "small", small, sources)
         large_folder = make_folder(scratch / "large", large, sources)
-        plan = ([("irv2", b) for b in batch_sizes]
+        plan = ([("irv2 onnx", b) for b in batch_sizes] + [("irv2 keras", max(batch_sizes))]
                 + [("keras", b) for b in keras_batch_sizes])
         results = []
         for pipeline, batch_size in plan:
             progress(f"measuring {pipeline} at batch {batch_size}...")
             results.append(measure(pipeline, batch_size, small_folder, large_folder,
-                                   weights, scratch))
-        return results
+                                   weights, scratch, env))
+        return starts, results
 
 
 def _main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark helper: the plain Keras loop.")
-    parser.add_argument("role", choices=["keras-loop"])
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("weights", type=Path)
-    parser.add_argument("batch_size", type=int)
-    parser.add_argument("output", type=Path)
+    parser = argparse.ArgumentParser(description="Benchmark helpers: the plain Keras pipelines.")
+    roles = parser.add_subparsers(dest="role", required=True)
+    loop = roles.add_parser("keras-loop")
+    loop.add_argument("folder", type=Path)
+    loop.add_argument("weights", type=Path)
+    loop.add_argument("batch_size", type=int)
+    loop.add_argument("output", type=Path)
+    recipe = roles.add_parser("keras-recipe")
+    recipe.add_argument("weights", type=Path)
+    recipe.add_argument("image", type=Path)
     args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    keras_loop(args.folder, args.weights, args.batch_size, args.output)
+    if args.role == "keras-loop":
+        keras_loop(args.folder, args.weights, args.batch_size, args.output)
+    else:
+        keras_recipe(args.weights, args.image)
 
 
 if __name__ == "__main__":

@@ -159,23 +159,28 @@ def int_list(ctx, param, value: str) -> list[int]:
               help="irv2 batch sizes to measure.")
 @click.option("--keras-batch-sizes", callback=int_list, default="1,8", show_default=True,
               help="Plain Keras loop batch sizes to measure.")
-def bench(images, weights, small, large, batch_sizes, keras_batch_sizes):
+@click.option("--cold-runs", type=click.IntRange(1), default=3, show_default=True,
+              help="Cold starts of each one-image command (the median is shown).")
+def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs):
     """Measure folder classification against a plain Keras loop on this machine.
 
-    Prints images/s (marginal: a small and a large folder, so start-up cancels), the
-    time from process start to the first result, and peak RSS, for each pipeline and
-    batch size. Takes several minutes.
+    Prints the cold start of `irv2 predict IMAGE` against the plain Keras recipe, then
+    images/s (marginal: a small and a large folder, so start-up cancels), the time from
+    process start to the first result, and peak RSS, for each pipeline and batch size.
+    Uses generated weights and a temporary cache. Takes several minutes.
     """
     from rich.console import Console
 
     from .bench import run_benchmark
-    from .render import benchmark_table, stderr_console
+    from .render import benchmark_table, cold_start_table, stderr_console
 
     if large <= small:
         raise click.BadParameter("must be larger than --small", param_hint="--large")
     console = stderr_console()
-    results = run_benchmark(images, weights, small, large, batch_sizes, keras_batch_sizes,
-                            progress=lambda message: console.print(message, style="dim"))
+    starts, results = run_benchmark(
+        images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs,
+        progress=lambda message: console.print(message, style="dim"))
+    Console().print(cold_start_table(starts))
     Console().print(benchmark_table(results))
 
 

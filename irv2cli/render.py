@@ -95,3 +95,15 @@ def benchmark_table(results: list) -> Table:
         table.add_row(m.pipeline, str(m.batch_size), f"{m.images_per_second:.2f}",
                       f"{m.first_result_s:.1f}", f"{m.peak_rss_mb:.0f}", same)
     return table
+
+
+def cold_start_table(results: list) -> Table:
+    """``bench.ColdStart`` rows, with each one's speed-up over the slowest."""
+    slowest = max(r.median_s for r in results)
+    table = Table(title="one image, from process start to exit (median)")
+    for column in ("command", "median (s)", "runs (s)", "peak RSS (MB)", "speed-up"):
+        table.add_column(column, justify="left" if column == "command" else "right")
+    for r in results:
+        table.add_row(r.pipeline, f"{r.median_s:.2f}", " ".join(f"{t:.2f}" for t in r.runs),
+                      f"{r.peak_rss_mb:.0f}", f"{slowest / r.median_s:.1f}x")
+    return table
