@@ -30,7 +30,7 @@ SAMPLE_SOURCES = ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")
 
 @dataclass(frozen=True)
 class Measurement:
-    """One pipeline at one batch size."""
+    """One pipeline at one batch size, in one round."""
 
     pipeline: str
     batch_size: int
@@ -38,6 +38,28 @@ class Measurement:
     first_result_s: float
     peak_rss_mb: float
     top5: dict[str, list[int]]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One pipeline at one batch size over every round: medians, and the highest RSS."""
+
+    pipeline: str
+    batch_size: int
+    images_per_second: float
+    rounds: list[float]
+    first_result_s: float
+    peak_rss_mb: float
+    top5: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, rounds: list[Measurement]) -> Summary:
+        first = rounds[0]
+        return cls(first.pipeline, first.batch_size,
+                   statistics.median(m.images_per_second for m in rounds),
+                   [m.images_per_second for m in rounds],
+                   statistics.median(m.first_result_s for m in rounds),
+                   max(m.peak_rss_mb for m in rounds), first.top5)
 
 
 def make_folder(folder: Path, count: int, sources: list[Path]) -> Path:
@@ -159,27 +181,29 @@ def cold_starts(weights: Path, image: Path, env: dict[str, str], runs: int) -> l
     }
     subprocess.run(commands["irv2 predict (onnx)"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # builds the artifact
-    results = []
-    for pipeline, command in commands.items():
-        timings = [_timed_run(command, None, env) for _ in range(runs)]
-        walls = [t[0] for t in timings]
-        results.append(ColdStart(pipeline, statistics.median(walls), walls,
-                                 max(t[2] for t in timings)))
-    return results
+    # Interleaved, so a slow spell of a shared machine hits both commands alike.
+    timings = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            timings[name].append(_timed_run(command, None, env))
+    return [ColdStart(name, statistics.median(t[0] for t in runs_),
+                      [t[0] for t in runs_], max(t[2] for t in runs_))
+            for name, runs_ in timings.items()]
 
 
 def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
                   batch_sizes: list[int], keras_batch_sizes: list[int], cold_runs: int,
-                  progress=print) -> tuple[list[ColdStart], list[Measurement]]:
-    """Every measurement, in the order of the tables."""
+                  rounds: int, progress=print) -> tuple[list[ColdStart], list[Summary]]:
+    """Every measurement, in the order of the tables. This process never imports
+    TensorFlow, so its own memory does not leak into the children's peak RSS."""
     with tempfile.TemporaryDirectory(prefix="irv2-bench-") as tmp:
         scratch = Path(tmp)
         env = {**os.environ, "IRV2_HOME": str(scratch / "home"), "TF_CPP_MIN_LOG_LEVEL": "3"}
         if weights is None:
-            from .synthetic import write_random_weights
-
             progress("generating random weights...")
-            weights = write_random_weights(scratch / "weights.h5")
+            weights = scratch / "weights.h5"
+            subprocess.run([sys.executable, "-m", "irv2cli.bench", "random-weights",
+                            str(weights)], env=env, check=True, stderr=subprocess.DEVNULL)
         sources = [samples / name for name in SAMPLE_SOURCES if (samples / name).exists()]
         progress("measuring cold starts...")
         starts = cold_starts(weights, sources[0], env, cold_runs)
@@ -191,12 +215,13 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
         large_folder = make_folder(scratch / "large", large, sources)
         plan = ([("irv2 onnx", b) for b in batch_sizes] + [("irv2 keras", max(batch_sizes))]
                 + [("keras", b) for b in keras_batch_sizes])
-        results = []
-        for pipeline, batch_size in plan:
-            progress(f"measuring {pipeline} at batch {batch_size}...")
-            results.append(measure(pipeline, batch_size, small_folder, large_folder,
-                                   weights, scratch, env))
-        return starts, results
+        measured: dict[tuple[str, int], list[Measurement]] = {step: [] for step in plan}
+        for round_ in range(1, rounds + 1):
+            for pipeline, batch_size in plan:
+                progress(f"round {round_}/{rounds}: {pipeline} at batch {batch_size}...")
+                measured[pipeline, batch_size].append(measure(
+                    pipeline, batch_size, small_folder, large_folder, weights, scratch, env))
+        return starts, [Summary.of(rounds_) for rounds_ in measured.values()]
 
 
 def _main() -> None:
@@ -210,11 +235,16 @@ def _main() -> None:
     recipe = roles.add_parser("keras-recipe")
     recipe.add_argument("weights", type=Path)
     recipe.add_argument("image", type=Path)
+    roles.add_parser("random-weights").add_argument("path", type=Path)
     args = parser.parse_args()
     if args.role == "keras-loop":
         keras_loop(args.folder, args.weights, args.batch_size, args.output)
-    else:
+    elif args.role == "keras-recipe":
         keras_recipe(args.weights, args.image)
+    else:
+        from .synthetic import write_random_weights
+
+        write_random_weights(args.path)
 
 
 if __name__ == "__main__":

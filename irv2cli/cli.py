@@ -161,7 +161,9 @@ def int_list(ctx, param, value: str) -> list[int]:
               help="Plain Keras loop batch sizes to measure.")
 @click.option("--cold-runs", type=click.IntRange(1), default=3, show_default=True,
               help="Cold starts of each one-image command (the median is shown).")
-def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs):
+@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
+              help="Rounds over every folder measurement (the median is shown).")
+def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds):
     """Measure folder classification against a plain Keras loop on this machine.
 
     Prints the cold start of `irv2 predict IMAGE` against the plain Keras recipe, then
@@ -178,7 +180,7 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
         raise click.BadParameter("must be larger than --small", param_hint="--large")
     console = stderr_console()
     starts, results = run_benchmark(
-        images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs,
+        images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds,
         progress=lambda message: console.print(message, style="dim"))
     Console().print(cold_start_table(starts))
     Console().print(benchmark_table(results))

@@ -84,16 +84,17 @@ class TableWriter(RecordWriter):
 
 
 def benchmark_table(results: list) -> Table:
-    """``bench.Measurement`` rows; top-5 agreement is against the first plain-Keras row."""
+    """``bench.Summary`` rows; top-5 agreement is against the first plain-Keras row."""
     reference = next((m.top5 for m in results if m.pipeline == "keras"), None)
-    table = Table(title="folder classification (marginal img/s; start-up excluded)")
-    for column in ("pipeline", "batch", "img/s", "first result (s)", "peak RSS (MB)",
-                   "top-5 = Keras"):
+    table = Table(title="folder classification (marginal img/s, start-up excluded; median)")
+    for column in ("pipeline", "batch", "img/s", "rounds", "first result (s)",
+                   "peak RSS (MB)", "top-5 = Keras"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
     for m in results:
         same = "-" if reference is None else ("yes" if m.top5 == reference else "NO")
         table.add_row(m.pipeline, str(m.batch_size), f"{m.images_per_second:.2f}",
-                      f"{m.first_result_s:.1f}", f"{m.peak_rss_mb:.0f}", same)
+                      " ".join(f"{r:.2f}" for r in m.rounds), f"{m.first_result_s:.1f}",
+                      f"{m.peak_rss_mb:.0f}", same)
     return table
 
 
