@@ -8,11 +8,10 @@ them atomically and appends the rest of the run to the same file.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import groupby
 from pathlib import Path
 from typing import TextIO
@@ -43,13 +42,14 @@ def _record(data: dict) -> Record:
     return Record(data["path"], predictions, data.get("error"))
 
 
-def _without_torn_tail(text: str) -> str:
-    """The text up to its last newline: a last line without one was torn by a crash."""
-    return text[: text.rfind("\n") + 1]
+def _complete_lines(lines: Iterable[str]) -> Iterator[str]:
+    """The lines that end in a newline: a last line without one was torn by a crash."""
+    return (line for line in lines if line.endswith("\n"))
 
 
-def _json_records(text: str, path: Path, array: bool) -> Iterator[Record]:
-    for number, line in enumerate(_without_torn_tail(text).splitlines(), start=1):
+def _json_records(lines: Iterable[str], path: Path, array: bool) -> Iterator[Record]:
+    for number, line in enumerate(_complete_lines(lines), start=1):
+        line = line.rstrip("\r\n")
         if array and line.strip() in ("[", "]", "[]"):
             continue
         try:
@@ -61,28 +61,33 @@ def _json_records(text: str, path: Path, array: bool) -> Iterator[Record]:
             ) from None
 
 
-def _csv_records(text: str, path: Path, top_k: int) -> Iterator[Record]:
-    rows = csv.DictReader(io.StringIO(_without_torn_tail(text), newline=""))
+def _csv_records(lines: Iterable[str], path: Path, top_k: int) -> Iterator[Record]:
+    rows = csv.DictReader(_complete_lines(lines))
     if rows.fieldnames and tuple(rows.fieldnames) != CSV_FIELDS:
         raise OutputError(f"{path}: not a results CSV (header {rows.fieldnames}).")
-    groups = [(name, list(group)) for name, group in groupby(rows, key=lambda r: r["path"])]
-    for position, (name, group) in enumerate(groups):
-        if group[0]["error"]:
-            yield Record(name, error=group[0]["error"])
-            continue
-        predictions = [Prediction(int(r["rank"]), int(r["index"]), r["wnid"], r["label"],
-                                  float(r["score"])) for r in group]
-        if position == len(groups) - 1 and len(predictions) < top_k:
-            return  # cut short by a crash: classify it again
-        yield Record(name, predictions)
+    last = None
+    for name, group in groupby(rows, key=lambda r: r["path"]):
+        if last is not None:
+            yield last
+        last = _csv_record(name, list(group))
+    if last is not None and (last.error or len(last.predictions) >= top_k):
+        yield last  # else the crash cut its rows short: classify it again
+
+
+def _csv_record(path: str, rows: list[dict]) -> Record:
+    if rows[0]["error"]:
+        return Record(path, error=rows[0]["error"])
+    return Record(path, [Prediction(int(r["rank"]), int(r["index"]), r["wnid"], r["label"],
+                                    float(r["score"])) for r in rows])
 
 
 def read_records(path: Path, fmt: str, top_k: int) -> Iterator[Record]:
-    """The complete records of a results file written by an earlier run."""
-    text = path.read_text(encoding="utf-8")
-    if fmt == "csv":
-        return _csv_records(text, path, top_k)
-    return _json_records(text, path, array=(fmt == "json"))
+    """The complete records of a results file written by an earlier run, streamed."""
+    with open(path, encoding="utf-8", newline="") as lines:
+        if fmt == "csv":
+            yield from _csv_records(lines, path, top_k)
+        else:
+            yield from _json_records(lines, path, array=(fmt == "json"))
 
 
 def _open_text(path: Path, fmt: str) -> TextIO:

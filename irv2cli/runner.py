@@ -50,7 +50,7 @@ class PredictRun:
     def _selection(self) -> InputSelection:
         return InputSelection(self.recursive, tuple(self.globs), self.include_hidden)
 
-    def _open_writer(self, console: Console) -> tuple[RecordWriter, set[str]]:
+    def _open_writer(self) -> tuple[RecordWriter, set[str]]:
         if self.output is None:
             if self.fmt == "table":
                 return TableWriter(Console(file=sys.stdout)), set()
@@ -82,7 +82,7 @@ class PredictRun:
         """Run to the end (or Ctrl-C); return the exit status."""
         Image.MAX_IMAGE_PIXELS = None  # --max-pixels is enforced by images.open_rgb instead
         console = stderr_console()
-        writer, done = self._open_writer(console)
+        writer, done = self._open_writer()
         todo = (p for p in iter_image_paths(self.inputs, self._selection()) if p not in done)
         first = next(todo, None)
         show_progress = console.is_terminal and not self.quiet

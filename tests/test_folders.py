@@ -227,3 +227,14 @@ def test_sigkill_then_resume_gives_every_image_exactly_once(top_weights, tmp_pat
     paths = [r["path"] for r in read_jsonl(out)]
     assert sorted(paths) == sorted(str(p) for p in folder.iterdir())
     assert len(paths) == len(set(paths)) == 24
+
+
+def test_resume_refuses_a_file_that_is_not_results_and_keeps_it(weights, weird, tmp_path):
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"path": "a.jpg", "predictions": [], "error": "x"}\nsomething else\n')
+    before = out.read_bytes()
+    result = predict(weird, "--weights", weights, "--output", out, "--resume")
+    assert result.exit_code == 1
+    assert "line 2 is not a result record" in result.stderr
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".r.jsonl")] == []
