@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import Irv2Error
 from .spec import SPEC
 
 SAMPLE_SOURCES = ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")
@@ -83,20 +84,23 @@ class ColdStart:
 def _timed_run(command: list[str], output: Path | None, env: dict[str, str]
                ) -> tuple[float, float, float]:
     """(wall seconds, seconds until the first record appeared, peak RSS in MB)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
-    first = None
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if (first is None and output is not None and output.exists()
-                and output.stat().st_size > 0):
-            first = time.perf_counter() - started
-        if pid:
-            break
-        time.sleep(0.02)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
-        raise RuntimeError(f"benchmark run failed: {' '.join(command)}")
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        first = None
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if (first is None and output is not None and output.exists()
+                    and output.stat().st_size > 0):
+                first = time.perf_counter() - started
+            if pid:
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) not in (0, 1):
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise Irv2Error(f"benchmark run failed: {' '.join(command)}\n" + "\n".join(tail))
     return wall, first if first is not None else wall, usage.ru_maxrss / 1024
 
 
