@@ -21,3 +21,7 @@ class DownloadError(Irv2Error):
 
 class OutputError(Irv2Error):
     """An output file cannot be written or resumed."""
+
+
+class ExportError(Irv2Error):
+    """A model cannot be exported: the output is in the way, or a converter is missing."""

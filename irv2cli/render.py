@@ -58,7 +58,8 @@ def download_progress(console: Console, description: str) -> Iterator:
     try:
         yield update
     finally:
-        progress.stop()
+        if tasks:  # stopping a progress that never started still prints an empty line
+            progress.stop()
 
 
 def run_progress(console: Console, enabled: bool) -> Progress:

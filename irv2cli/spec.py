@@ -21,6 +21,7 @@ class WeightFile:
 
 
 BACKENDS = ("auto", "onnx", "keras")
+EXPORT_FORMATS = ("onnx", "openvino", "savedmodel", "keras")
 RESIZE_MODES = ("center-crop", "squash")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 # Pillow's own warning threshold for decompression bombs.
