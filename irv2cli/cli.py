@@ -48,13 +48,17 @@ def preprocessing_options(command):
     return functools.reduce(lambda f, option: option(f), reversed(options), command)
 
 
+weights_option = click.option(
+    "--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A weights file: official-layout .h5 or Keras 3 .weights.h5. "
+         "Default: the official ImageNet weights, downloaded on first use.")
+
+
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-k", "--top-k", type=click.IntRange(1, SPEC.num_classes), default=5,
               show_default=True, help="How many classes to report per image.")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A weights file: official-layout .h5 or Keras 3 .weights.h5. "
-                   "Default: the official ImageNet weights, downloaded on first use.")
+@weights_option
 @click.option("--format", "fmt", type=click.Choice(("table", "json", "jsonl", "csv")),
               help="Output format. Default: table on stdout, or from --output's extension.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -143,9 +147,7 @@ def download_weights(include_top, mirror, from_file, force):
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="File to write (.xml/.keras is added for openvino/keras when missing), "
                    "or the folder for savedmodel.")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A weights file: official-layout .h5 or Keras 3 .weights.h5. "
-                   "Default: the official ImageNet weights, downloaded on first use.")
+@weights_option
 @click.option("--include-top/--no-top", default=True, show_default=True,
               help="The classifier (probabilities), or the feature extractor.")
 @click.option("--pooling", type=click.Choice(("avg", "max")),
