@@ -8,7 +8,6 @@ savedmodel export the classifier, openvino and keras the average-pooled feature 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,14 +254,3 @@ def test_openvino_missing_says_how_to_install_it(top_weights, tmp_path, monkeypa
     assert result.exit_code == 1
     assert "pip install 'irv2cli[openvino]'" in result.output
     assert list(tmp_path.iterdir()) == []
-
-
-def test_export_help_imports_no_heavy_module():
-    code = ("import sys; from click.testing import CliRunner; from irv2cli.cli import cli; "
-            "r = CliRunner().invoke(cli, ['export', '--help']); "
-            "assert r.exit_code == 0 and 'preprocessing.json' in r.output, r.output; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras', 'onnx', 'onnxruntime', 'openvino')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
