@@ -238,3 +238,28 @@ def test_resume_refuses_a_file_that_is_not_results_and_keeps_it(weights, weird, 
     assert "line 2 is not a result record" in result.stderr
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".r.jsonl")] == []
+
+
+def test_ctrl_c_stops_cleanly_and_closes_the_json_array(top_weights, tmp_path, samples):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(30):
+        shutil.copy(samples / "coffee.jpg", folder / f"img{i:02d}.jpg")
+    out = tmp_path / "results.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights", str(top_weights),
+         "--output", str(out), "--batch-size", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "--resume" in stderr and "Traceback" not in stderr
+    records = json.loads(out.read_text())  # a complete, closed array
+    assert 2 <= len(records) < 30
+    assert all(r["error"] is None for r in records)
