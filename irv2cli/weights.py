@@ -123,8 +123,9 @@ def _fetch_into(url: str, part: Path, progress: Progress | None, timeout: float)
 def _unreachable(url: str, reason: object) -> DownloadError:
     return DownloadError(
         f"Could not download {url}: {reason}. If this machine cannot reach that server, "
-        "point --mirror (or IRV2_MIRROR) at a base URL that serves the same file name, "
-        "or fetch the file elsewhere and run `irv2 download-weights --from-file PATH`."
+        "set IRV2_MIRROR (or pass `irv2 download-weights --mirror URL`) to a base URL that "
+        "serves the same file name, or fetch the file elsewhere and run "
+        "`irv2 download-weights --from-file PATH`."
     )
 
 
