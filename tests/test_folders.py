@@ -202,6 +202,19 @@ def test_resume_with_everything_done_loads_no_model(weird, tmp_path, top_weights
     assert len(read_jsonl(out)) == len(WEIRD_NAMES)
 
 
+def start_and_wait_for_lines(command: list[str], out: Path, lines: int) -> subprocess.Popen:
+    """Start ``command`` and return once ``out`` holds ``lines`` lines, the run still going."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= lines:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be stopped"
+    return process
+
+
 def test_sigkill_then_resume_gives_every_image_exactly_once(top_weights, tmp_path, samples):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -211,15 +224,9 @@ def test_sigkill_then_resume_gives_every_image_exactly_once(top_weights, tmp_pat
     out = tmp_path / "results.jsonl"
     command = [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights",
                str(top_weights), "--output", str(out), "--batch-size", "2", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if out.exists() and out.read_text().count("\n") >= 4:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the run finished before it could be killed"
+    process = start_and_wait_for_lines(command, out, 4)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.communicate()
     written = out.read_text().count("\n")
     assert 4 <= written < 24
     subprocess.run([*command, "--resume"], check=True, timeout=300,
@@ -246,16 +253,9 @@ def test_ctrl_c_stops_cleanly_and_closes_the_json_array(top_weights, tmp_path, s
     for i in range(30):
         shutil.copy(samples / "coffee.jpg", folder / f"img{i:02d}.jpg")
     out = tmp_path / "results.json"
-    process = subprocess.Popen(
+    process = start_and_wait_for_lines(
         [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights", str(top_weights),
-         "--output", str(out), "--batch-size", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if out.exists() and out.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the run finished before it could be interrupted"
+         "--output", str(out), "--batch-size", "1"], out, 3)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
