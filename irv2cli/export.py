@@ -259,7 +259,7 @@ def preprocessing_contract(fmt: str, signature: tuple[TensorInfo, TensorInfo], *
     """The facts a consumer of the artifact needs, as a JSON-ready dict."""
     source, target = signature
     size = SPEC.input_size
-    shorter_side = round(size / SPEC.crop_fraction)  # as images.resize computes it
+    shorter_side = SPEC.shorter_side()
     return {
         "format": fmt,
         "files": files,

@@ -84,7 +84,7 @@ def resize(image: Image.Image, mode: str = SPEC.default_resize,
         return image if image.size == (size, size) else image.resize((size, size), resample)
     if mode != "center-crop":
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}, not {mode!r}")
-    short = round(size / SPEC.crop_fraction)
+    short = SPEC.shorter_side(size)
     width, height = image.size
     if width <= height:
         new_size = (short, max(size, int(height * short / width)))

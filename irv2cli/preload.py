@@ -1,8 +1,8 @@
 """Start loading the engine before the rest of the program is even imported.
 
 ONNX Runtime releases the GIL while it reads and initialises the artifact (about
-0.6 s), so importing NumPy, Pillow and rich, walking the inputs and decoding the
-first images all happen meanwhile. This module imports nothing heavy itself.
+0.6 s), so importing NumPy, Pillow and rich, opening the output and walking the
+inputs happen meanwhile. This module imports nothing heavy itself.
 """
 
 from __future__ import annotations

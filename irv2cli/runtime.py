@@ -109,16 +109,24 @@ def load_onnx_engine(weights: Path, notify: Notify = lambda message: None) -> On
     """
     target = artifact_path(Path(weights))
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        try:
-            return OnnxEngine(target)
-        except LOAD_ERRORS:
-            notify(f"the runtime artifact {target} is damaged; rebuilding it")
+    engine = _load_if_sound(target, notify)
+    if engine is not None:
+        return engine
     with FileLock(f"{target}.lock"):
-        if target.exists():
-            try:
-                return OnnxEngine(target)  # another process built it while we waited
-            except LOAD_ERRORS:
-                target.unlink()
+        engine = _load_if_sound(target)  # another process may have built it meanwhile
+        if engine is not None:
+            return engine
+        target.unlink(missing_ok=True)
         notify("building the fast runtime for these weights (once; about half a minute)...")
         return OnnxEngine(build_artifact(Path(weights), target))
+
+
+def _load_if_sound(target: Path, notify: Notify = lambda message: None) -> OnnxEngine | None:
+    """The engine for an existing, loadable artifact; ``None`` if it is missing or damaged."""
+    if not target.exists():
+        return None
+    try:
+        return OnnxEngine(target)
+    except LOAD_ERRORS:
+        notify(f"the runtime artifact {target} is damaged; rebuilding it")
+        return None

@@ -52,6 +52,10 @@ class ModelSpec:
         include_top=False,
     )
 
+    def shorter_side(self, size: int | None = None) -> int:
+        """What center-crop resizes the shorter side to before cropping ``size`` (333)."""
+        return round((size or self.input_size) / self.crop_fraction)
+
     def weights(self, include_top: bool = True) -> WeightFile:
         return self.top_weights if include_top else self.notop_weights
 
