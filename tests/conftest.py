@@ -130,3 +130,30 @@ def http_directory(tmp_path):
     yield HttpDirectory(root, f"http://127.0.0.1:{server.server_port}/")
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def built_runtime(top_weights, tmp_path_factory) -> Path:
+    """A runtime folder holding the fast-runtime artifact for ``top_weights``, built once."""
+    from irv2cli.runtime import load_onnx_engine
+
+    home = tmp_path_factory.mktemp("built") / "irv2"
+    saved = os.environ.get("IRV2_HOME")
+    os.environ["IRV2_HOME"] = str(home)
+    try:
+        load_onnx_engine(top_weights)
+    finally:
+        if saved is None:
+            del os.environ["IRV2_HOME"]
+        else:
+            os.environ["IRV2_HOME"] = saved
+    return home / "runtime"
+
+
+@pytest.fixture
+def runtime_ready(built_runtime, cache) -> Path:
+    """This test's cache already holds the artifact for ``top_weights`` (a copy, so a test may
+    damage it), so a ``predict`` subprocess starts in a second instead of building it."""
+    target = cache.irv2 / "runtime"
+    shutil.copytree(built_runtime, target, ignore=shutil.ignore_patterns("*.lock"))
+    return target
