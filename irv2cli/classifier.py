@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -10,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .batch import Batch, iter_batches
-from .images import load_input
+from .batch import Batch, default_workers, iter_batches
+from .decoding import DecodeLimits, DecodePool
+from .images import Preprocessing, load_input
 from .labels import Prediction, decode_top_k
 from .spec import DEFAULT_MAX_PIXELS, SPEC
 
@@ -21,11 +23,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Record:
-    """The answer for one input: its top-k predictions, or why it could not be classified."""
+    """The answer for one input: its top-k predictions, or why it could not be classified.
+
+    ``warnings`` are what the image's decoder warned about (corrupt metadata, a short
+    read); they are shown on request and are not part of the written record.
+    """
 
     path: str
     predictions: list[Prediction] = field(default_factory=list)
     error: str | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {"path": self.path, "predictions": [asdict(p) for p in self.predictions],
@@ -48,6 +55,7 @@ class Classifier:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     batch_size: int = 8
     workers: int | None = None
+    decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
 
     @classmethod
     def from_weights(cls, weights: str | os.PathLike | None = None, backend: str = "auto",
@@ -59,9 +67,17 @@ class Classifier:
 
         return cls(load_engine(weights or ensure_weights(), backend), **options)
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(self.resize, self.interpolation, self.max_pixels)
+
     def load(self, path: str | os.PathLike) -> np.ndarray:
-        """One file as a network input, with this classifier's preprocessing."""
+        """One trusted file as a network input, decoded in this process."""
         return load_input(path, self.resize, self.interpolation, self.max_pixels)
+
+    def decode_pool(self) -> DecodePool:
+        """Worker processes that decode files for ``classify``, within ``decode_limits``."""
+        return DecodePool(self.workers or default_workers(), self.decode_limits)
 
     def classify_arrays(self, inputs: np.ndarray) -> list[list[Prediction]]:
         """Top-k for a preprocessed batch (N, 299, 299, 3) in [-1, 1]."""
@@ -73,12 +89,19 @@ class Classifier:
         predictions = iter(self.classify_arrays(batch.inputs) if batch.decoded else [])
         return [
             Record(path, error=batch.errors[i]) if i in batch.errors
-            else Record(path, next(predictions))
+            else Record(path, next(predictions), warnings=batch.warnings.get(i, ()))
             for i, path in enumerate(batch.paths)
         ]
 
-    def classify(self, paths: Iterable[str | Path]) -> Iterator[Record]:
-        """Records for ``paths`` in order, decoding ahead on a thread pool."""
-        for batch in iter_batches((str(p) for p in paths), self.load,
-                                  self.batch_size, self.workers):
-            yield from self.classify_batch(batch)
+    def classify(self, paths: Iterable[str | Path], decoders: DecodePool | None = None
+                 ) -> Iterator[Record]:
+        """Records for ``paths`` in order, decoded ahead by ``decoders`` (default: a pool
+        of this classifier's own, stopped when the iteration ends)."""
+        with contextlib.ExitStack() as stack:
+            if decoders is None:
+                decoders = stack.enter_context(self.decode_pool())
+            preprocessing = self.preprocessing
+            for batch in iter_batches((str(p) for p in paths),
+                                      lambda path: decoders.submit(path, preprocessing),
+                                      self.batch_size):
+                yield from self.classify_batch(batch)

@@ -48,6 +48,22 @@ def preprocessing_options(command):
     return functools.reduce(lambda f, option: option(f), reversed(options), command)
 
 
+class ByteSize(click.ParamType):
+    """A size such as ``2GiB`` or ``512MiB``, as bytes."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        from .decoding import parse_size
+
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 weights_option = click.option(
     "--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A weights file: official-layout .h5 or Keras 3 .weights.h5. "
@@ -74,8 +90,19 @@ weights_option = click.option(
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True,
               help="Images per inference call.")
 @click.option("--workers", type=click.IntRange(1, 256),
-              help="Threads decoding images ahead of inference. Default: one per core (>= 2).")
+              help="Processes decoding images ahead of inference. Default: one per core (>= 2).")
+@click.option("--decode-memory", type=ByteSize(), default="2GiB", show_default=True,
+              envvar="IRV2_DECODE_MEMORY",
+              help="Memory one file may take to decode (Linux); a file that needs more gets "
+                   "an error record. Env: IRV2_DECODE_MEMORY.")
+@click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, envvar="IRV2_DECODE_TIMEOUT", metavar="SECONDS",
+              help="Time one file may take to decode; a slower one gets an error record. "
+                   "Env: IRV2_DECODE_TIMEOUT.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also print what image decoders warned about (corrupt metadata, short "
+                   "reads) for files that were still classified.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               envvar="IRV2_BACKEND",
               help="onnx: ONNX Runtime on an artifact built once per weights file and cached "
@@ -83,8 +110,8 @@ weights_option = click.option(
                    "Env: IRV2_BACKEND.")
 @preprocessing_options
 def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, globs,
-            include_hidden, batch_size, workers, quiet, backend, resize, interpolation,
-            max_pixels):
+            include_hidden, batch_size, workers, decode_memory, decode_timeout, quiet, verbose,
+            backend, resize, interpolation, max_pixels):
     """Classify image files and folders.
 
     Prints a top-k table per image, or writes JSON/JSONL/CSV records. Folders are walked
@@ -99,6 +126,10 @@ def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, g
 
     # A resumed run may have nothing left to do: it loads the engine only when it must.
     engine = None if resume else start_loading(weights, backend, quiet)
+    from .decoding import DecodeLimits, DecodePool
+
+    limits = DecodeLimits(decode_memory, decode_timeout)
+    decoders = None if resume else DecodePool(decoding_workers(inputs, workers), limits)
     from .runner import PredictRun
 
     run = PredictRun(
@@ -107,9 +138,26 @@ def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, g
         output=output, resume=resume, overwrite=overwrite, recursive=recursive,
         globs=globs, include_hidden=include_hidden, batch_size=batch_size, workers=workers,
         quiet=quiet, resize=resize, interpolation=interpolation, max_pixels=max_pixels,
-        backend=backend, engine=engine,
+        backend=backend, decode_limits=limits, verbose=verbose, engine=engine,
+        decoders=decoders,
     )
-    click.get_current_context().exit(run.execute())
+    try:
+        status = run.execute()
+    finally:
+        if decoders is not None:
+            decoders.close()
+    click.get_current_context().exit(status)
+
+
+def decoding_workers(inputs: tuple[str, ...], workers: int | None) -> int:
+    """``--workers``, else one per core (at least two), but no more than a list of plain
+    files needs: one photo starts one worker, which costs the first answer least."""
+    from .batch import default_workers
+
+    count = workers or default_workers()
+    if not any(os.path.isdir(path) for path in inputs):
+        count = min(count, len(inputs))
+    return count
 
 
 @cli.command("download-weights")

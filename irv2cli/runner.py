@@ -6,14 +6,14 @@ import itertools
 import sys
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from rich.console import Console
 from rich.text import Text
 
 from .classifier import Classifier
+from .decoding import DecodeLimits, DecodePool
 from .engines import Engine
 from .inputs import InputSelection, iter_image_paths
 from .output import WRITERS, RecordWriter
@@ -45,7 +45,10 @@ class PredictRun:
     interpolation: str = SPEC.default_interpolation
     max_pixels: int | None = None
     backend: str = "auto"
+    decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
+    verbose: bool = False
     engine: Future | None = None  # an engine already loading (see preload)
+    decoders: DecodePool | None = None  # decoding workers already starting (caller closes)
 
     def _selection(self) -> InputSelection:
         return InputSelection(self.recursive, tuple(self.globs), self.include_hidden)
@@ -76,11 +79,10 @@ class PredictRun:
 
     def _classifier(self, console: Console) -> Classifier:
         return Classifier(self._engine(console), self.top_k, self.resize, self.interpolation,
-                          self.max_pixels, self.batch_size, self.workers)
+                          self.max_pixels, self.batch_size, self.workers, self.decode_limits)
 
     def execute(self) -> int:
         """Run to the end (or Ctrl-C); return the exit status."""
-        Image.MAX_IMAGE_PIXELS = None  # --max-pixels is enforced by images.open_rgb instead
         console = stderr_console()
         writer, done = self._open_writer()
         todo = (p for p in iter_image_paths(self.inputs, self._selection()) if p not in done)
@@ -91,23 +93,32 @@ class PredictRun:
         classified = failed = 0
         started = time.perf_counter()
         interrupted = False
+        decoders, owned = self.decoders, None
         try:
             if first is not None:
                 classifier = self._classifier(console)
+                if decoders is None:
+                    decoders = owned = classifier.decode_pool()
                 started = time.perf_counter()
                 with run_progress(console, show_progress) as progress:
                     task = progress.add_task("", total=total, rate=0.0, failed=0)
-                    for record in classifier.classify(itertools.chain([first], todo)):
+                    for record in classifier.classify(itertools.chain([first], todo), decoders):
                         writer.write(record)
                         classified += record.error is None
                         failed += record.error is not None
                         if record.error is not None:
                             progress.console.print(Text(f"error: {record.error}", style="red"))
+                        if self.verbose:
+                            for warning in record.warnings:
+                                progress.console.print(Text(f"warning: {record.path}: {warning}",
+                                                            style="yellow"))
                         rate = (classified + failed) / (time.perf_counter() - started)
                         progress.update(task, advance=1, rate=rate, failed=failed)
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            if owned is not None:
+                owned.close()
             writer.close()
             if self.output is not None:
                 writer.stream.close()

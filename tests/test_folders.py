@@ -10,13 +10,16 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from irv2cli.batch import iter_batches
 from irv2cli.cli import cli
+from irv2cli.decoding import Decoded
 from irv2cli.inputs import InputSelection, iter_image_paths
 
 
@@ -102,8 +105,12 @@ def test_decoding_runs_a_bounded_distance_ahead():
             consumed.append(i)
             yield str(i)
 
-    batches = iter_batches(paths(), loader=lambda p: __import__("numpy").zeros((299, 299, 3)),
-                           batch_size=4, workers=2)
+    def submit(path: str) -> Future:
+        decoded = Future()
+        decoded.set_result(Decoded(np.zeros((299, 299, 3), np.uint8)))
+        return decoded
+
+    batches = iter_batches(paths(), submit, batch_size=4)
     first = next(batches)
     assert first.paths == ("0", "1", "2", "3")
     assert len(consumed) <= 4 * 3 + 1

@@ -1,0 +1,224 @@
+"""Decode untrusted image files in worker processes, each with a memory ceiling and a
+per-file time limit, so a hostile file costs its own record and never the run.
+
+The workers are ``pebble`` processes started with ``spawn`` (a fresh interpreter, never
+a fork of a process that holds an inference session and its threads). A worker that
+crashes (a segfault in a C decoder), runs out of its memory or takes too long is
+replaced, and that file's outcome says which. Whatever a decoder prints or warns is
+captured per file, so nothing reaches the terminal uninvited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import numpy as np
+from pebble import ProcessExpired, ProcessPool
+
+from .errors import ImageError
+from .images import Preprocessing, decode, register_heif
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one file may cost a worker: memory beyond the worker's own start-up footprint
+    (Linux only: ``RLIMIT_AS``), and seconds of decoding."""
+
+    memory: int | None = 2 * GiB
+    timeout: float | None = 30.0
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One file's network input pixels (299x299x3 uint8) and what its decoder warned."""
+
+    pixels: np.ndarray
+    warnings: tuple[str, ...] = ()
+
+
+Outcome = Decoded | str
+"""A decoded image, or the one-line reason (naming the file) why there is none."""
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": GiB, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``2GiB``, ``1.5G``, ``512MiB``, ``512M`` or a plain number (binary units)."""
+    number = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = number[-1:] if number[-1:] in _UNITS else ""
+    try:
+        value = float(number.removesuffix(unit)) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size like 2GiB, 512MiB or 1073741824") from None
+    if value < 1:
+        raise ValueError(f"{text!r} is not a positive size")
+    return int(value)
+
+
+def format_bytes(size: int) -> str:
+    """``2 GiB``, ``512 MiB``: the way ``--decode-memory`` takes sizes."""
+    for unit, scale in (("GiB", GiB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} bytes"
+
+
+class DecodePool:
+    """Worker processes decoding files; ``submit`` never raises for a bad file."""
+
+    def __init__(self, workers: int, limits: DecodeLimits = DecodeLimits()):
+        self.limits = limits
+        self._pool = ProcessPool(workers, initializer=_start_worker, initargs=(limits.memory,),
+                                 context=multiprocessing.get_context("spawn"))
+        for _ in range(workers):  # start every worker now, while the engine loads
+            self._pool.schedule(_ready)
+
+    def submit(self, path: str, preprocessing: Preprocessing) -> Future[Outcome]:
+        """A future outcome for ``path``: ``Decoded``, or the reason it could not be."""
+        outcome: Future[Outcome] = Future()
+        task = self._pool.schedule(_decode_file, (path, preprocessing),
+                                   timeout=self.limits.timeout)
+        task.add_done_callback(lambda done: _settle(outcome, done, path, self.limits))
+        return outcome
+
+    def close(self) -> None:
+        """Stop the workers, abandoning whatever they are decoding."""
+        self._pool.stop()
+        self._pool.join()
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _settle(outcome: Future, task: Future, path: str, limits: DecodeLimits) -> None:
+    """Turn a worker's result, or the way it failed, into ``outcome``'s result."""
+    if task.cancelled():
+        outcome.cancel()
+        return
+    with contextlib.suppress(InvalidStateError):  # the consumer gave up on ``outcome``
+        outcome.set_result(_outcome(task, path, limits))
+
+
+def _outcome(task: Future, path: str, limits: DecodeLimits) -> Outcome:
+    try:
+        return task.result()
+    except FutureTimeout:
+        return (f"{path}: decoding took longer than {limits.timeout:g} s, so it was stopped; "
+                "raise --decode-timeout if the file is just large.")
+    except ProcessExpired as exc:
+        return f"{path}: {_expiry_reason(exc.exitcode)}; the file is probably corrupt or hostile."
+    except Exception as exc:  # the pool itself failed: still only this file's outcome
+        return f"{path}: could not be decoded ({type(exc).__name__}: {exc})."
+
+
+def _expiry_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        if -exitcode == signal.SIGKILL:
+            return f"the decoder was killed ({name}), perhaps by the system for lack of memory"
+        return f"the decoder crashed ({name})"
+    return f"the decoder exited unexpectedly (status {exitcode})"
+
+
+# --- inside a worker process ----------------------------------------------------------
+
+_memory_limit: int | None = None
+_noise: int = -1  # a file that stands in for the worker's stderr
+
+
+def _start_worker(memory: int | None) -> None:
+    """Set the worker up: signals, parent-death, stderr capture, HEIF, memory ceiling."""
+    global _memory_limit, _noise
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal is the parent's to handle
+    _die_with_parent()
+    _noise, name = tempfile.mkstemp(prefix="irv2-decoder-")
+    os.unlink(name)  # gone from the folder at once; the kernel frees it with the worker
+    os.dup2(_noise, 2)
+    register_heif()
+    if memory is not None and _set_memory_ceiling(memory):
+        _memory_limit = memory
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel end this worker when the run dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _set_memory_ceiling(memory: int) -> bool:
+    """Cap this process's address space at its current size plus ``memory`` (Linux only:
+    other systems do not enforce ``RLIMIT_AS``)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import resource
+
+    with open("/proc/self/statm") as statm:
+        current = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (current + memory, resource.RLIM_INFINITY))
+    return True
+
+
+def _ready() -> None:
+    """A no-op task, scheduled only to make the pool start its workers at once."""
+
+
+def _decode_file(path: str, preprocessing: Preprocessing) -> Outcome:
+    """Decode one file in this worker; every failure becomes that file's reason."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = preprocessing.max_pixels  # Pillow's own bomb guard stays on
+    with _captured_warnings() as caught:
+        try:
+            pixels = decode(path, preprocessing)
+        except ImageError as exc:
+            return str(exc)
+        except MemoryError:
+            limit = format_bytes(_memory_limit) if _memory_limit else "the available memory"
+            return (f"{path}: decoding needed more than {limit}; raise --decode-memory if "
+                    "you trust this file.")
+        except Exception as exc:
+            return f"{path}: the decoder failed ({type(exc).__name__}: {exc})."
+    return Decoded(pixels, tuple(caught))
+
+
+@contextlib.contextmanager
+def _captured_warnings() -> Iterator[list[str]]:
+    """Python warnings and whatever C libraries wrote to stderr meanwhile, as lines."""
+    caught: list[str] = []
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        try:
+            yield caught
+        finally:
+            caught.extend(f"{w.category.__name__}: {w.message}" for w in recorded)
+            caught.extend(_drain_noise())
+
+
+def _drain_noise() -> list[str]:
+    """The lines written to this worker's stderr since the last call, then forget them."""
+    if _noise < 0:
+        return []
+    size = os.fstat(_noise).st_size
+    text = os.pread(_noise, size, 0).decode("utf-8", "replace") if size else ""
+    os.ftruncate(_noise, 0)
+    os.lseek(_noise, 0, os.SEEK_SET)
+    return [line.strip() for line in text.splitlines() if line.strip()]
