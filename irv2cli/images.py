@@ -125,7 +125,8 @@ def open_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read.") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: refused as a decompression bomb ({exc}).") from None
+        raise ImageError(f"{path}: refused as a decompression bomb ({exc}); raise "
+                         "--max-pixels if you trust this file.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot decode the image ({exc}).") from None
 

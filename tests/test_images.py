@@ -7,6 +7,7 @@ resize: ``center-crop`` (shorter side to 333, centre 299x299, as timm/torchvisio
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,15 @@ import pytest
 from PIL import Image
 
 from irv2cli.errors import ImageError
-from irv2cli.images import load_input, open_rgb, resize, to_input
+from irv2cli.images import (
+    Preprocessing,
+    decode,
+    load_input,
+    open_rgb,
+    register_heif,
+    resize,
+    to_input,
+)
 
 SAMPLE_NAMES = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg")
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255,) * 3, (0,) * 3
@@ -357,3 +366,61 @@ def test_pillows_own_bomb_limit_also_becomes_an_image_error(hundred_square, monk
     with pytest.raises(ImageError, match="decompression bomb") as caught:
         open_rgb(hundred_square, max_pixels=None)
     assert str(caught.value).startswith(f"{hundred_square}: ")
+
+
+# --- phone photos: big JPEGs decoded at a reduced scale, HEIC, odd shapes -----------------
+
+
+@pytest.fixture(scope="module")
+def phone_photo(tmp_path_factory, samples) -> Path:
+    """A 12-megapixel JPEG (4032x3024, quality 90), like a phone's."""
+    path = tmp_path_factory.mktemp("phone") / "IMG_0001.jpg"
+    photo = Image.open(samples / "chelsea.jpg").resize((4032, 3024), Image.Resampling.BICUBIC)
+    photo.save(path, quality=90)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["center-crop", "squash"])
+def test_a_big_jpeg_is_decoded_at_a_reduced_scale_close_to_the_full_decode(phone_photo, mode):
+    preprocessing = Preprocessing(mode, "bicubic")
+    assert open_rgb(phone_photo, draft=preprocessing).size == (1008, 756)  # 1/4 scale
+    reduced = decode(phone_photo, preprocessing).astype(int)
+    full = pixels(resize(open_rgb(phone_photo), mode, "bicubic"))
+    assert np.abs(reduced - full).mean() < 0.5
+    assert np.abs(reduced - full).max() <= 4
+
+
+def test_nearest_neighbour_always_decodes_in_full_so_keras_pixels_stay_exact(
+        phone_photo, keras_input):
+    preprocessing = Preprocessing("squash", "nearest")
+    assert open_rgb(phone_photo, draft=preprocessing).size == (4032, 3024)
+    assert np.array_equal(to_input(decode(phone_photo, preprocessing)),
+                          keras_input(phone_photo))
+
+
+def test_a_heic_photo_opens_upright(tmp_path, samples):
+    register_heif()
+    photo = Image.open(samples / "rocket.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    photo.save(tmp_path / "IMG_0002.heic", exif=exif.tobytes())
+    upright = open_rgb(tmp_path / "IMG_0002.heic")
+    assert upright.size == (photo.height, photo.width)
+    expected = pixels(photo.transpose(Image.Transpose.ROTATE_270))
+    assert np.abs(pixels(upright) - expected).mean() < 8  # HEIC is lossy
+
+
+@pytest.mark.parametrize("size", [(1, 2_000_000), (2_000_000, 1)], ids=["needle", "thread"])
+@pytest.mark.parametrize("mode", ["center-crop", "squash"])
+def test_extreme_aspect_ratios_become_one_input_without_a_giant_intermediate(
+        tmp_path, size, mode):
+    Image.new("L", size, 77).save(tmp_path / "line.png")
+    x = decode(tmp_path / "line.png", Preprocessing(mode, "bicubic"))
+    assert x.shape == (299, 299, 3) and (x == 77).all()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_is_refused_without_being_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(ImageError, match="not a regular file"):
+        open_rgb(tmp_path / "pipe.jpg")  # opening it would block forever

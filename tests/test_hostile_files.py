@@ -1,0 +1,198 @@
+"""No file can take a run down: decoders that crash, hang, exhaust memory, raise or spray
+warnings cost their own file a record and nothing else.
+
+The misbehaving decoders are a test-only Pillow plugin (tests/hostile/hostile_images.py)
+that the decoding worker processes load through ``sitecustomize`` on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from irv2cli.decoding import Decoded, DecodeLimits, DecodePool, parse_size
+from irv2cli.images import Preprocessing
+
+sys.path.insert(0, str(Path(__file__).parent / "hostile"))
+import hostile_images
+
+HOSTILE_DIR = Path(hostile_images.__file__).parent
+LIMITS = DecodeLimits(memory=256 << 20, timeout=2.0)
+
+
+@pytest.fixture(autouse=True)
+def hostile_decoders(monkeypatch):
+    """Worker processes started by these tests load the misbehaving Pillow plugin."""
+    paths = [str(HOSTILE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+
+
+def hostile_folder(root: Path, samples: Path) -> Path:
+    """Good photos around one file of every misbehaviour, plus hostile files of real formats."""
+    root.mkdir()
+    shutil.copy(samples / "chelsea.jpg", root / "a_good.jpg")
+    for behaviour in hostile_images.BEHAVIOURS:
+        hostile_images.write(root / f"b_{behaviour}.img", behaviour)
+    Image.new("L", (1, 2_000_000), 128).save(root / "c_needle.png")  # 1:2,000,000
+    lying_png(root / "d_lies_about_size.png", 4000, 4000)
+    lying_png(root / "e_over_limit.png", 100_000, 100_000)
+    (root / "f_truncated.jpg").write_bytes((samples / "rocket.jpg").read_bytes()[:3000])
+    (root / "g_empty.jpg").write_bytes(b"")
+    shutil.copy(samples / "coffee.jpg", root / "h_good.jpg")
+    return root
+
+
+def lying_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` but that holds a 4x4 image."""
+    small = path.with_suffix(".tmp.png")
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(small)
+    data = bytearray(small.read_bytes())
+    small.unlink()
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    import zlib
+
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # a valid IHDR checksum
+    path.write_bytes(bytes(data))
+    return path
+
+
+EXPECTED_ERRORS = {
+    "b_segfault.img": "decoder crashed (SIGSEGV)",
+    "b_allocate.img": "needed more than 256 MiB",
+    "b_sleep.img": "took longer than 2 s",
+    "b_raise.img": "RuntimeError",
+    "d_lies_about_size.png": "cannot decode",
+    "e_over_limit.png": "--max-pixels",
+    "f_truncated.jpg": "",
+    "g_empty.jpg": "not an image",
+}
+CLASSIFIED = {"a_good.jpg", "b_warn.img", "c_needle.png", "h_good.jpg"}
+
+
+def test_the_size_option_reads_binary_units():
+    assert parse_size("2GiB") == parse_size("2G") == 2 << 30
+    assert parse_size("512MiB") == parse_size("512m") == 512 << 20
+    assert parse_size("1.5GiB") == 3 << 29
+    assert parse_size("4096") == 4096
+    for bad in ("lots", "-1G", "0"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_each_misbehaving_decoder_costs_only_its_own_file(tmp_path, samples, capfd):
+    folder = hostile_folder(tmp_path / "hostile", samples)
+    paths = sorted(str(p) for p in folder.iterdir())
+    with DecodePool(2, LIMITS) as pool:
+        outcomes = {Path(p).name: pool.submit(p, Preprocessing()).result() for p in paths}
+    for name, says in EXPECTED_ERRORS.items():
+        assert isinstance(outcomes[name], str), name
+        assert outcomes[name].startswith(str(folder / name) + ": ")
+        assert says in outcomes[name]
+    for name in CLASSIFIED:
+        assert isinstance(outcomes[name], Decoded), outcomes[name]
+        assert outcomes[name].pixels.shape == (299, 299, 3)
+        assert outcomes[name].pixels.dtype.name == "uint8"
+    assert outcomes["b_warn.img"].warnings == (
+        "UserWarning: hostile decoder: corrupt metadata",
+        "TIFFFillStrip: hostile C-library noise",
+    )
+    assert outcomes["a_good.jpg"].warnings == ()
+    printed = capfd.readouterr()
+    assert "hostile" not in printed.err + printed.out  # nothing reached the terminal
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path, samples):
+    crash = hostile_images.write(tmp_path / "crash.img", "segfault")
+    with DecodePool(1, LIMITS) as pool:
+        for _ in range(3):
+            assert "SIGSEGV" in pool.submit(str(crash), Preprocessing()).result()
+            good = pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result()
+            assert isinstance(good, Decoded)
+
+
+@pytest.fixture
+def folder_run(tmp_path, samples, top_weights, runtime_ready):
+    """``irv2 predict`` on the hostile folder as a user runs it: a real process."""
+    folder = hostile_folder(tmp_path / "hostile", samples)
+    out = tmp_path / "results.jsonl"
+    command = [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights",
+               str(top_weights), "--output", str(out), "--batch-size", "3",
+               "--decode-memory", "256MiB", "--decode-timeout", "2"]
+    return folder, out, command
+
+
+def records_by_name(out: Path) -> dict[str, dict]:
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    names = [Path(r["path"]).name for r in records]
+    assert len(names) == len(set(names)), "a file has more than one record"
+    return dict(zip(names, records, strict=True))
+
+
+def test_a_folder_of_hostile_files_finishes_with_every_file_once(folder_run):
+    folder, out, command = folder_run
+    done = subprocess.run([*command, "--verbose"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    records = records_by_name(out)
+    assert set(records) == set(EXPECTED_ERRORS) | CLASSIFIED
+    for name in CLASSIFIED:
+        assert records[name]["error"] is None and len(records[name]["predictions"]) == 5
+    for name, says in EXPECTED_ERRORS.items():
+        assert says in records[name]["error"] and records[name]["predictions"] == []
+    assert "4 classified, 8 failed" in done.stderr
+    assert "Traceback" not in done.stderr
+    # Decoder noise shows only on request (--verbose), as a warning naming its file.
+    noise = [line for line in done.stderr.splitlines() if "b_warn" in line]
+    assert noise == [
+        f"warning: {folder / 'b_warn.img'}: UserWarning: hostile decoder: corrupt metadata",
+        f"warning: {folder / 'b_warn.img'}: TIFFFillStrip: hostile C-library noise",
+    ]
+
+
+def children_of(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (Linux)."""
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children.update(int(c) for c in (task / "children").read_text().split())
+    return children
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
+def test_sigkill_while_a_decoder_hangs_then_resume_finishes(folder_run):
+    _, out, command = folder_run
+    slow = [*command[:-1], "60", "--batch-size", "1", "--workers", "2"]
+    process = subprocess.Popen(slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and "b_raise" in out.read_text()):
+        time.sleep(0.05)
+    assert "b_sleep" not in out.read_text(), "the hanging file should still be decoding"
+    workers = children_of(process.pid)
+    assert workers, "no decoding worker processes"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not any(alive(w) for w in workers), "decoding workers outlived the run"
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 1, resumed.stderr
+    records = records_by_name(out)
+    assert set(records) == set(EXPECTED_ERRORS) | CLASSIFIED
+    assert "took longer than 2 s" in records["b_sleep.img"]["error"]
