@@ -27,6 +27,10 @@ from .errors import Irv2Error
 from .spec import SPEC
 
 SAMPLE_SOURCES = ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")
+PHONE_PHOTO_SIZE = (4032, 3024)  # 12 megapixels, as most phones take them
+# Folder pipelines with irv2's default preprocessing (centre crop, bicubic), where big
+# JPEGs are decoded at a reduced scale: small images against phone photos.
+DEFAULT_PREPROCESSING = {"irv2 onnx, small images": "small", "irv2 onnx, 12 MP photos": "photos"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,20 @@ def make_folder(folder: Path, count: int, sources: list[Path]) -> Path:
     return folder
 
 
+def make_phone_photos(folder: Path, sources: list[Path]) -> list[Path]:
+    """Each of ``sources`` enlarged to a 12-megapixel JPEG (quality 90), as a phone saves."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = []
+    for source in sources:
+        with Image.open(source) as image:
+            photo = image.convert("RGB").resize(PHONE_PHOTO_SIZE, Image.Resampling.BICUBIC)
+        photos.append(folder / source.name)
+        photo.save(photos[-1], quality=90)
+    return photos
+
+
 @dataclass(frozen=True)
 class ColdStart:
     """Median wall time of a one-image command, from process start to exit."""
@@ -107,10 +125,12 @@ def _timed_run(command: list[str], output: Path | None, env: dict[str, str]
 def _command(pipeline: str, folder: Path, weights: Path, batch_size: int,
              output: Path) -> list[str]:
     if pipeline.startswith("irv2"):
+        keras_exact = ([] if pipeline in DEFAULT_PREPROCESSING
+                       else ["--resize", "squash", "--interpolation", "nearest"])
         return [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights",
                 str(weights), "--output", str(output), "--overwrite", "--quiet",
-                "--batch-size", str(batch_size), "--resize", "squash",
-                "--interpolation", "nearest", "--backend", pipeline.split()[1]]
+                "--batch-size", str(batch_size), *keras_exact,
+                "--backend", pipeline.split()[1].rstrip(",")]
     return [sys.executable, "-m", "irv2cli.bench", "keras-loop", str(folder), str(weights),
             str(batch_size), str(output)]
 
@@ -215,14 +235,20 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
         subprocess.run([sys.executable, "-m", "irv2cli", "predict", str(sources[0]),
                         "--weights", str(weights), "--quiet"], env=env, check=True,
                        stdout=subprocess.DEVNULL)
-        small_folder = make_folder(scratch / "small", small, sources)
-        large_folder = make_folder(scratch / "large", large, sources)
-        plan = ([("irv2 onnx", b) for b in batch_sizes] + [("irv2 keras", max(batch_sizes))]
-                + [("keras", b) for b in keras_batch_sizes])
+        photos = make_phone_photos(scratch / "photo-sources", sources)
+        folders = {kind: (make_folder(scratch / f"{kind}-small", small, files),
+                          make_folder(scratch / f"{kind}-large", large, files))
+                   for kind, files in (("small", sources), ("photos", photos))}
+        batch = max(batch_sizes)
+        plan = ([("irv2 onnx", b) for b in batch_sizes] + [("irv2 keras", batch)]
+                + [("keras", b) for b in keras_batch_sizes]
+                + [(pipeline, batch) for pipeline in DEFAULT_PREPROCESSING])
         measured: dict[tuple[str, int], list[Measurement]] = {step: [] for step in plan}
         for round_ in range(1, rounds + 1):
             for pipeline, batch_size in plan:
                 progress(f"round {round_}/{rounds}: {pipeline} at batch {batch_size}...")
+                small_folder, large_folder = folders[DEFAULT_PREPROCESSING.get(pipeline,
+                                                                               "small")]
                 measured[pipeline, batch_size].append(measure(
                     pipeline, batch_size, small_folder, large_folder, weights, scratch, env))
         return starts, [Summary.of(rounds_) for rounds_ in measured.values()]

@@ -1,23 +1,57 @@
-"""Write records: JSON, JSON Lines and CSV to any text stream, each record flushed as it comes."""
+"""Write records: JSON, JSON Lines and CSV, each record written and flushed as one piece.
+
+Paths are Python's file-system strings, so a name that is not valid UTF-8 holds lone
+surrogates (``os.fsdecode``). JSON writes them as ``\\udcXX`` escapes, which ``json.loads``
+and ``os.fsencode`` turn back into the name's exact bytes; CSV writes the name's own bytes,
+so a CSV file is UTF-8 except where a name is not.
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
+import sys
 from abc import ABC, abstractmethod
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from .classifier import Record
+from .errors import OutputError
 
 FORMATS = ("json", "jsonl", "csv")
 CSV_FIELDS = ("path", "rank", "index", "wnid", "label", "score", "error")
+ENCODING, ERRORS = "utf-8", "surrogateescape"  # how text becomes bytes in every output
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def printable(text: str) -> str:
+    """``text`` with the lone surrogates of a non-UTF-8 file name as ``\\udcXX`` escapes,
+    so it can be printed or encoded as UTF-8."""
+    return text.encode(ENCODING, "backslashreplace").decode(ENCODING)
+
+
+def os_reason(exc: OSError) -> str:
+    """An OS error's reason as a message says it: ``no space left on device``."""
+    reason = exc.strerror or str(exc)
+    return reason[:1].lower() + reason[1:]
+
+
+def write_error(name: str, exc: OSError, again: str = "") -> OutputError:
+    """The one-line error for a failed write to ``name``: what went wrong, what to do."""
+    fix = "free space" if exc.errno in NO_SPACE else "fix that"
+    return OutputError(f"{printable(name)}: {os_reason(exc)}; {fix} and run again{again}.")
 
 
 class RecordWriter(ABC):
-    """Base writer: ``write`` each record, then ``close`` (which leaves the stream open)."""
+    """Base writer: ``write`` each record, then ``close`` (which leaves the stream open).
 
-    def __init__(self, stream: TextIO):
+    ``count`` is how many records the stream holds (a resumed file starts with some).
+    """
+
+    def __init__(self, stream: TextIO, count: int = 0):
         self.stream = stream
+        self.count = count
 
     @abstractmethod
     def write(self, record: Record) -> None:
@@ -27,48 +61,140 @@ class RecordWriter(ABC):
         self.stream.flush()
 
 
-class JsonLinesWriter(RecordWriter):
-    """One JSON object per line."""
+class TextWriter(RecordWriter):
+    """Records as text: ``opening`` before the first, ``separator`` between two, and each
+    record with what precedes it written and flushed as one piece."""
+
+    opening = ""
+    separator = ""
+
+    @abstractmethod
+    def encode(self, record: Record) -> str:
+        """One record's text."""
 
     def write(self, record: Record) -> None:
-        self.stream.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
-        self.stream.flush()
-
-
-class JsonArrayWriter(RecordWriter):
-    """One JSON array, written element by element; ``[]`` when there are no records."""
-
-    def __init__(self, stream: TextIO):
-        super().__init__(stream)
-        self.count = 0
-
-    def write(self, record: Record) -> None:
-        self.stream.write(("[\n" if self.count == 0 else ",\n")
-                          + json.dumps(record.to_dict(), ensure_ascii=False))
+        self.stream.write((self.separator if self.count else self.opening)
+                          + self.encode(record))
         self.stream.flush()
         self.count += 1
 
+    def closing(self) -> str:
+        """What ends the stream; with no records, the opening alone (a CSV header)."""
+        return "" if self.count else self.opening
+
     def close(self) -> None:
-        self.stream.write("[]\n" if self.count == 0 else "\n]\n")
+        self.stream.write(self.closing())
         super().close()
 
 
-class CsvWriter(RecordWriter):
-    """One row per (image, rank); a failed image gets one row with its error."""
+def json_text(record: Record) -> str:
+    """One record as one line of JSON, non-UTF-8 name bytes as ``\\udcXX`` escapes."""
+    return printable(json.dumps(record.to_dict(), ensure_ascii=False))
 
-    def __init__(self, stream: TextIO, header: bool = True):
-        super().__init__(stream)
-        self.rows = csv.DictWriter(stream, CSV_FIELDS, lineterminator="\n")
-        if header:
-            self.rows.writeheader()
 
-    def write(self, record: Record) -> None:
+class JsonLinesWriter(TextWriter):
+    """One JSON object per line."""
+
+    def encode(self, record: Record) -> str:
+        return json_text(record) + "\n"
+
+
+class JsonArrayWriter(TextWriter):
+    """One JSON array, written element by element; ``[]`` when there are no records."""
+
+    opening = "[\n"
+    separator = ",\n"
+
+    def encode(self, record: Record) -> str:
+        return json_text(record)
+
+    def closing(self) -> str:
+        return "\n]\n" if self.count else "[]\n"
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Rows of ``CSV_FIELDS`` as CSV text. Every text field is quoted, numbers are not: a
+    path holding ``\\r`` stays one field (unquoted, the csv module would leave it bare)."""
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, CSV_FIELDS, lineterminator="\n",
+                   quoting=csv.QUOTE_NONNUMERIC).writerows(rows)
+    return buffer.getvalue()
+
+
+CSV_HEADER = csv_text([{name: name for name in CSV_FIELDS}])
+
+
+class CsvWriter(TextWriter):
+    """One row per (image, rank) after a header; a failed image gets one row with its
+    error."""
+
+    opening = CSV_HEADER
+
+    def encode(self, record: Record) -> str:
         if record.error is not None:
-            self.rows.writerow({"path": record.path, "error": record.error})
-        for p in record.predictions:
-            self.rows.writerow({"path": record.path, "rank": p.rank, "index": p.index,
-                                "wnid": p.wnid, "label": p.label, "score": repr(p.score)})
-        self.stream.flush()
+            return csv_text([{"path": record.path, "error": record.error}])
+        return csv_text([{"path": record.path, "rank": p.rank, "index": p.index,
+                          "wnid": p.wnid, "label": p.label, "score": p.score, "error": ""}
+                         for p in record.predictions])
 
 
 WRITERS = {"json": JsonArrayWriter, "jsonl": JsonLinesWriter, "csv": CsvWriter}
+
+
+class StdoutStream:
+    """A writer's stream on stdout, as bytes (a CSV keeps a name's own bytes); a full
+    device is one ``OutputError``. A reader that closed the pipe raises
+    ``BrokenPipeError``, which click turns into a quiet exit."""
+
+    def __init__(self, binary: BinaryIO | None = None):
+        self.binary = binary if binary is not None else sys.stdout.buffer
+
+    def write(self, text: str) -> None:
+        self._do(self.binary.write, text.encode(ENCODING, ERRORS))
+
+    def flush(self) -> None:
+        self._do(self.binary.flush)
+
+    @staticmethod
+    def _do(operation, *args) -> None:
+        try:
+            operation(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise write_error("stdout", exc) from None
+
+
+class Output:
+    """Where one run's records go: ``writer``, and what an earlier run left there
+    (``done``: path keys, see ``inputs.path_key``; ``failed``: its error records).
+
+    Used as a context manager: the writer is closed (a JSON array gets its ``]``) when
+    the run ends or is interrupted, or fails after writing records; a run that fails
+    before its first record writes nothing at all.
+    """
+
+    identity: tuple[int, int] | None = None  # (device, inode) of an output file
+
+    def __init__(self, writer: RecordWriter, done: frozenset[str] | set[str] = frozenset(),
+                 failed: int = 0):
+        self.writer, self.done, self.failed = writer, done, failed
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        ended = kind is None or issubclass(kind, KeyboardInterrupt)
+        closed = False
+        try:
+            if ended or self.writer.count:
+                self.writer.close()
+            closed = True
+        except Exception:
+            if ended:
+                raise  # else the run's own error is the one to report
+        finally:
+            self.release(completed=ended and closed)
+
+    def release(self, completed: bool) -> None:
+        """Let go of the destination; ``completed``: the run ended, or stopped cleanly."""

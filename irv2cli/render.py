@@ -19,7 +19,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from .classifier import Record
-from .output import RecordWriter
+from .output import RecordWriter, printable
 
 
 def stderr_console() -> Console:
@@ -29,7 +29,7 @@ def stderr_console() -> Console:
 
 def prediction_table(record: Record) -> Table:
     """One image's top-k as a table: rank, label, WordNet ID, probability with a bar."""
-    table = Table(title=record.path, title_justify="left")
+    table = Table(title=printable(record.path), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("label")
     table.add_column("WordNet ID")

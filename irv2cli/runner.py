@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +13,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from .classifier import Classifier
+from .classifier import Classifier, Record
 from .decoding import DecodeLimits, DecodePool
 from .engines import Engine
-from .inputs import InputSelection, iter_image_paths
-from .output import WRITERS, RecordWriter
+from .inputs import InputSelection, iter_image_paths, path_key
+from .output import WRITERS, Output, StdoutStream, printable
 from .render import TableWriter, download_progress, run_progress, stderr_console
 from .results import open_results, output_format
 from .spec import SPEC
@@ -50,16 +51,22 @@ class PredictRun:
     engine: Future | None = None  # an engine already loading (see preload)
     decoders: DecodePool | None = None  # decoding workers already starting (caller closes)
 
-    def _selection(self) -> InputSelection:
-        return InputSelection(self.recursive, tuple(self.globs), self.include_hidden)
+    def _todo(self, output: Output) -> Iterator[str]:
+        """The input paths not yet in ``output``, never the output file itself."""
+        excluded = frozenset([output.identity] if output.identity else [])
+        selection = InputSelection(self.recursive, tuple(self.globs), self.include_hidden,
+                                   excluded)
+        return (p for p in iter_image_paths(self.inputs, selection)
+                if path_key(p) not in output.done)
 
-    def _open_writer(self) -> tuple[RecordWriter, set[str]]:
+    def _open_output(self) -> Output:
         if self.output is None:
             if self.fmt == "table":
-                return TableWriter(Console(file=sys.stdout)), set()
-            return WRITERS[self.fmt](sys.stdout), set()
+                return Output(TableWriter(Console(file=sys.stdout)))
+            return Output(WRITERS[self.fmt](StdoutStream()))
         fmt = output_format(self.output, self.fmt)
-        return open_results(self.output, fmt, self.resume, self.overwrite, self.top_k)
+        return open_results(self.output, fmt, resume=self.resume, overwrite=self.overwrite,
+                            top_k=self.top_k)
 
     def _engine(self, console: Console) -> Engine:
         if self.engine is not None:
@@ -84,52 +91,55 @@ class PredictRun:
     def execute(self) -> int:
         """Run to the end (or Ctrl-C); return the exit status."""
         console = stderr_console()
-        writer, done = self._open_writer()
-        todo = (p for p in iter_image_paths(self.inputs, self._selection()) if p not in done)
-        first = next(todo, None)
-        show_progress = console.is_terminal and not self.quiet
-        total = (sum(1 for p in iter_image_paths(self.inputs, self._selection())
-                     if p not in done) if show_progress else None)
-        classified = failed = 0
+        classified = failed = skipped = failed_before = 0
         started = time.perf_counter()
         interrupted = False
         decoders, owned = self.decoders, None
-        try:
-            if first is not None:
-                classifier = self._classifier(console)
-                if decoders is None:
-                    decoders = owned = classifier.decode_pool()
-                started = time.perf_counter()
-                with run_progress(console, show_progress) as progress:
-                    task = progress.add_task("", total=total, rate=0.0, failed=0)
-                    for record in classifier.classify(itertools.chain([first], todo), decoders):
-                        writer.write(record)
-                        classified += record.error is None
-                        failed += record.error is not None
-                        if record.error is not None:
-                            progress.console.print(Text(f"error: {record.error}", style="red"))
-                        if self.verbose:
-                            for warning in record.warnings:
-                                progress.console.print(Text(f"warning: {record.path}: {warning}",
-                                                            style="yellow"))
-                        rate = (classified + failed) / (time.perf_counter() - started)
-                        progress.update(task, advance=1, rate=rate, failed=failed)
+        try:  # the output is closed (a JSON array gets its "]") before Ctrl-C is handled
+            with self._open_output() as output:
+                skipped, failed_before = len(output.done), output.failed
+                todo = self._todo(output)
+                first = next(todo, None)
+                show_progress = console.is_terminal and not self.quiet
+                total = sum(1 for _ in self._todo(output)) if show_progress else None
+                if first is not None:
+                    classifier = self._classifier(console)
+                    if decoders is None:
+                        decoders = owned = classifier.decode_pool()
+                    started = time.perf_counter()
+                    with run_progress(console, show_progress) as progress:
+                        task = progress.add_task("", total=total, rate=0.0, failed=0)
+                        for record in classifier.classify(itertools.chain([first], todo),
+                                                          decoders):
+                            output.writer.write(record)
+                            classified += record.error is None
+                            failed += record.error is not None
+                            self._report(progress.console, record)
+                            rate = (classified + failed) / (time.perf_counter() - started)
+                            progress.update(task, advance=1, rate=rate, failed=failed)
         except KeyboardInterrupt:
             interrupted = True
         finally:
             if owned is not None:
                 owned.close()
-            writer.close()
-            if self.output is not None:
-                writer.stream.close()
-        self._summarize(console, classified, failed, len(done), time.perf_counter() - started,
-                        interrupted)
+        self._summarize(console, classified, failed, skipped, failed_before,
+                        time.perf_counter() - started, interrupted)
         if interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED_INPUTS if failed else EXIT_OK
+        # A resumed file's old error records count too: the exit status is the file's.
+        return EXIT_FAILED_INPUTS if failed or failed_before else EXIT_OK
+
+    def _report(self, console: Console, record: Record) -> None:
+        """A failed record's error, and with --verbose its decoder's warnings."""
+        if record.error is not None:
+            console.print(Text(f"error: {printable(record.error)}", style="red"))
+        if self.verbose:
+            for warning in record.warnings:
+                console.print(Text(f"warning: {printable(record.path)}: {warning}",
+                                   style="yellow"))
 
     def _summarize(self, console: Console, classified: int, failed: int, skipped: int,
-                   elapsed: float, interrupted: bool) -> None:
+                   failed_before: int, elapsed: float, interrupted: bool) -> None:
         if interrupted:
             where = f" in {self.output}" if self.output else ""
             console.print(f"Interrupted: {classified + failed} results were written{where}. "
@@ -141,4 +151,6 @@ class PredictRun:
                 f"({rate:.2f} img/s)")
         if skipped:
             line += f"; {skipped} already in {self.output}"
+            if failed_before:
+                line += f" ({failed_before} of them failed)"
         console.print(line, style="dim")
