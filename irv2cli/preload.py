@@ -3,12 +3,18 @@
 ONNX Runtime releases the GIL while it reads and initialises the artifact (about
 0.6 s), so importing NumPy, Pillow and rich, opening the output and walking the
 inputs happen meanwhile. This module imports nothing heavy itself.
+
+The load runs on a plain thread, not a pool's: Python joins a pool's threads before
+the main thread counts as finished, while a plain thread sees the main thread end
+(``locks.program_ending``), so a load still waiting for a lock or a build when the
+program is interrupted gives up instead of keeping it alive.
 """
 
 from __future__ import annotations
 
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 from .spec import SPEC
@@ -25,6 +31,15 @@ def _load(weights: Path, backend: str, quiet: bool):
     return load_engine(weights, backend, notify)
 
 
+def _fulfil(future: Future, *args) -> None:
+    """Load the engine into ``future``."""
+    future.set_running_or_notify_cancel()
+    try:
+        future.set_result(_load(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+
+
 def start_loading(weights: Path | None, backend: str, quiet: bool = False) -> Future | None:
     """A future engine for ``weights`` (default: the installed official file), loading on a
     background thread; ``None`` when the official file still has to be downloaded."""
@@ -32,7 +47,7 @@ def start_loading(weights: Path | None, backend: str, quiet: bool = False) -> Fu
         weights = cached_weights_path(SPEC.top_weights)
         if not weights.exists():
             return None
-    executor = ThreadPoolExecutor(1, "irv2-engine")
-    future = executor.submit(_load, weights, backend, quiet)
-    executor.shutdown(wait=False)  # the load runs on; nothing else will be submitted
+    future: Future = Future()
+    threading.Thread(target=_fulfil, args=(future, weights, backend, quiet),
+                     name="irv2-engine").start()
     return future

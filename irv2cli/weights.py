@@ -17,10 +17,10 @@ from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
 
-from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from .errors import DownloadError
+from .locks import Notify, cache_lock
 from .spec import SPEC, WeightFile
 
 Progress = Callable[[int, "int | None"], None]
@@ -46,6 +46,21 @@ def keras_cache_path(weight_file: WeightFile) -> Path:
     return keras_home / "models" / weight_file.filename
 
 
+def official_file(path: Path) -> WeightFile | None:
+    """The official weight file that ``path`` is the installed copy of, if it is one."""
+    for weight_file in (SPEC.top_weights, SPEC.notop_weights):
+        installed = cached_weights_path(weight_file)
+        if installed.exists() and installed.samefile(path):
+            return weight_file
+    return None
+
+
+def _download_lock(target: Path, notify: Notify):
+    """The lock that makes processes installing ``target`` take turns."""
+    return cache_lock(Path(f"{target}.lock"), f"another irv2 process installing {target.name}",
+                      notify)
+
+
 def file_md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
@@ -68,14 +83,14 @@ def _verify_and_place(part: Path, target: Path, expected_md5: str, source: str) 
 
 
 def install_from_file(source: str | os.PathLike, weight_file: WeightFile,
-                      force: bool = False) -> Path:
+                      force: bool = False, notify: Notify = lambda message: None) -> Path:
     """Copy a file obtained elsewhere into the cache, after checking its MD5."""
     source = Path(source)
     if not source.is_file():
         raise DownloadError(f"{source}: no such file to install.")
     target = cached_weights_path(weight_file)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{target}.lock"):
+    with _download_lock(target, notify):
         if target.exists() and not force:
             return target
         part = target.with_name(f"{target.name}.part")
@@ -131,17 +146,19 @@ def _unreachable(url: str, reason: object) -> DownloadError:
 
 def download(weight_file: WeightFile, mirror: str | None = None, force: bool = False,
              progress: Progress | None = None, retries: int = 3,
-             retry_delay: float = 1.0, timeout: float = 30.0) -> Path:
+             retry_delay: float = 1.0, timeout: float = 30.0,
+             notify: Notify = lambda message: None) -> Path:
     """Fetch ``weight_file`` into the cache and return its path.
 
     Transient failures (connection errors, timeouts, cut connections, HTTP 5xx/429) are
     retried ``retries`` times with exponential backoff, resuming from the ``.part`` file.
+    ``notify`` hears when another process holds the download lock.
     """
     url = weights_url(weight_file, mirror)
     target = cached_weights_path(weight_file)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f"{target.name}.part")
-    with FileLock(f"{target}.lock"):
+    with _download_lock(target, notify):
         if target.exists() and not force:
             return target
         for attempt in range(retries + 1):
@@ -161,10 +178,11 @@ def download(weight_file: WeightFile, mirror: str | None = None, force: bool = F
 
 
 def ensure_weights(include_top: bool = True, mirror: str | None = None,
-                   progress: Progress | None = None, force: bool = False) -> Path:
+                   progress: Progress | None = None, force: bool = False,
+                   notify: Notify = lambda message: None) -> Path:
     """The installed official weights: from our cache, else Keras's cache, else downloaded.
 
-    ``force`` skips both caches and downloads afresh.
+    ``force`` skips both caches and downloads afresh; ``notify`` hears about lock waits.
     """
     weight_file = SPEC.weights(include_top)
     target = cached_weights_path(weight_file)
@@ -173,7 +191,7 @@ def ensure_weights(include_top: bool = True, mirror: str | None = None,
     keras_copy = keras_cache_path(weight_file)
     if keras_copy.is_file() and not force:
         try:
-            return install_from_file(keras_copy, weight_file)
+            return install_from_file(keras_copy, weight_file, notify=notify)
         except DownloadError:
             pass  # not the official file after all: download it
-    return download(weight_file, mirror=mirror, force=force, progress=progress)
+    return download(weight_file, mirror=mirror, force=force, progress=progress, notify=notify)
