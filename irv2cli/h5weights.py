@@ -2,19 +2,28 @@
 
 Two layouts are accepted: the legacy topological-order HDF5 that Keras 2 wrote
 (the official ImageNet files) and Keras 3's ``.weights.h5``. The legacy reader
-uses h5py and NumPy only, so other runtimes can read the file without Keras.
+uses h5py and NumPy only, so other runtimes can read the file without Keras, and
+``check_weights_file`` refuses a file that does not fit without building the network:
+it compares the file's shapes with ``data/weights_layout.json``, the network's weighted
+layers and their variables' shapes in file order (a test keeps it equal to the model).
 """
 
 from __future__ import annotations
 
+import json
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .errors import WeightsError
+from .weights import official_file
 
 LayerWeights = tuple[str, list[np.ndarray]]
+Layout = list[tuple[str, list[tuple[int, ...]]]]
+"""Weighted layers in file order: each layer's name and its variables' shapes."""
 
 
 def _attribute_list(group: h5py.Group, name: str) -> list[str]:
@@ -29,9 +38,18 @@ def _attribute_list(group: h5py.Group, name: str) -> list[str]:
     return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def read_legacy_h5(path: str | Path) -> list[LayerWeights]:
-    """The layers that carry weights, in file (topological) order, with their arrays."""
-    path = Path(path)
+def _unreadable(path: Path, reason: object) -> WeightsError:
+    """The error for a file that is not Keras HDF5 weights, with the remedy that fits it."""
+    if official_file(path) is not None:
+        remedy = "Run `irv2 download-weights --force` to fetch a fresh copy."
+    else:
+        remedy = ("Pass Inception-ResNet-V2 weights: the official .h5 layout or a Keras 3 "
+                  ".weights.h5 file.")
+    return WeightsError(f"{path}: not a readable Keras HDF5 weights file ({reason}). {remedy}")
+
+
+def _read_layers(path: Path, take) -> list[tuple[str, list]]:
+    """``take(dataset)`` for every variable of every weighted layer, in file order."""
     try:
         with h5py.File(path, "r") as f:
             root = f.get("model_weights", f)
@@ -40,15 +58,22 @@ def read_legacy_h5(path: str | Path) -> list[LayerWeights]:
                 group = root[layer_name]
                 names = _attribute_list(group, "weight_names")
                 if names:
-                    layers.append((layer_name, [np.asarray(group[n]) for n in names]))
+                    layers.append((layer_name, [take(group[n]) for n in names]))
     except (OSError, KeyError) as exc:
-        raise WeightsError(
-            f"{path}: not a readable Keras HDF5 weights file ({exc}). "
-            "Run `irv2 download-weights --force` to fetch a fresh copy."
-        ) from exc
+        raise _unreadable(path, exc) from exc
     if not layers:
         raise WeightsError(f"{path}: the file holds no layer weights.")
     return layers
+
+
+def read_legacy_h5(path: str | Path) -> list[LayerWeights]:
+    """The layers that carry weights, in file (topological) order, with their arrays."""
+    return _read_layers(Path(path), np.asarray)
+
+
+def read_legacy_layout(path: str | Path) -> Layout:
+    """The file's weighted layers and their variables' shapes, without reading the arrays."""
+    return _read_layers(Path(path), lambda dataset: tuple(dataset.shape))
 
 
 def _legacy_order(layer) -> list:
@@ -56,24 +81,54 @@ def _legacy_order(layer) -> list:
     return list(layer.trainable_weights) + list(layer.non_trainable_weights)
 
 
+def network_layout(model) -> Layout:
+    """``model``'s weighted layers and their variables' shapes, in legacy HDF5 order."""
+    return [(layer.name, [tuple(v.shape) for v in _legacy_order(layer)])
+            for layer in model.layers if _legacy_order(layer)]
+
+
+@cache
+def expected_layout(include_top: bool = True) -> Layout:
+    """The network's layout (see ``network_layout``), read from the package's data."""
+    text = resources.files("irv2cli").joinpath("data/weights_layout.json").read_text()
+    layout = [(name, [tuple(shape) for shape in shapes]) for name, shapes in json.loads(text)]
+    return layout if include_top else layout[:-1]  # the top is the last layer, "predictions"
+
+
+def check_layout(expected: Layout, found: Layout, source: str) -> None:
+    """Raise ``WeightsError`` naming the first weighted layer of ``found`` that does not fit."""
+    question = ("Is this an Inception-ResNet-V2 file with the same top "
+                "(--include-top/--no-top)?")
+    for index, ((name, want), (saved_name, got)) in enumerate(
+            zip(expected, found, strict=False)):
+        if want != got:
+            raise WeightsError(
+                f"{source}: weighted layer #{index} ({name}, saved as {saved_name}) does not "
+                f"fit: the network expects shapes {want}, the file has {got}. {question}")
+    if len(found) != len(expected):
+        raise WeightsError(
+            f"{source}: the network has {len(expected)} layers with weights, the file has "
+            f"{len(found)}; the first {min(len(found), len(expected))} fit. {question}")
+
+
+def check_weights_file(path: str | Path, include_top: bool = True) -> None:
+    """Refuse, in a fraction of a second and without TensorFlow, a weights file that the
+    network cannot load: not HDF5, or (legacy layout) a layer whose shapes do not fit."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file.")
+    if path.name.endswith(".weights.h5"):
+        if not h5py.is_hdf5(path):
+            raise _unreadable(path, "no HDF5 signature")
+        return  # Keras checks the layout when it loads the file
+    check_layout(expected_layout(include_top), read_legacy_layout(path), str(path))
+
+
 def assign_legacy_weights(model, saved: list[LayerWeights], source: str) -> None:
     """Assign ``saved`` to ``model``'s weighted layers in order, checking every shape first."""
+    check_layout(network_layout(model),
+                 [(name, [a.shape for a in arrays]) for name, arrays in saved], source)
     targets = [layer for layer in model.layers if _legacy_order(layer)]
-    for index, (layer, (saved_name, arrays)) in enumerate(zip(targets, saved, strict=False)):
-        expected = [tuple(v.shape) for v in _legacy_order(layer)]
-        found = [a.shape for a in arrays]
-        if expected != found:
-            raise WeightsError(
-                f"{source}: weighted layer #{index} ({layer.name}, saved as {saved_name}) "
-                f"does not fit: the network expects shapes {expected}, the file has {found}. "
-                "Is this an Inception-ResNet-V2 file with the same top (--include-top/--no-top)?"
-            )
-    if len(saved) != len(targets):
-        raise WeightsError(
-            f"{source}: the network has {len(targets)} layers with weights, the file has "
-            f"{len(saved)}; the first {min(len(saved), len(targets))} fit. "
-            "Is this an Inception-ResNet-V2 file with the same top (--include-top/--no-top)?"
-        )
     for layer, (_, arrays) in zip(targets, saved, strict=True):
         for variable, array in zip(_legacy_order(layer), arrays, strict=True):
             variable.assign(array)
