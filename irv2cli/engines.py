@@ -8,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .errors import EngineError
 from .spec import BACKENDS
 
 
@@ -41,6 +42,18 @@ class KerasEngine:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self._forward(batch).numpy()
 
+
+def finite_scores(probabilities: np.ndarray) -> np.ndarray:
+    """``probabilities``, if all are finite: NaN or infinity means the engine is broken."""
+    if not np.isfinite(probabilities).all():
+        from .weights import cache_dir
+
+        raise EngineError(
+            f"the engine returned NaN or infinite scores for a batch of {len(probabilities)} "
+            "images, so none was recorded: the weights, or the fast runtime built from them, "
+            "are broken (not the images). Check the weights file, or delete "
+            f"{cache_dir() / 'runtime'} so that the fast runtime is rebuilt.")
+    return probabilities
 
 
 def load_engine(weights: str | Path, backend: str = "auto",

@@ -25,3 +25,7 @@ class OutputError(Irv2Error):
 
 class ExportError(Irv2Error):
     """A model cannot be exported: the output is in the way, or a converter is missing."""
+
+
+class EngineError(Irv2Error):
+    """An engine failed: it returned no usable scores, or its runtime could not be built."""

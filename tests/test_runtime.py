@@ -15,22 +15,19 @@ import pytest
 from irv2cli import runtime
 from irv2cli.engines import KerasEngine
 from irv2cli.images import load_input
-from irv2cli.runtime import OnnxEngine, artifact_path, build_artifact, load_onnx_engine
+from irv2cli.runtime import (
+    OnnxEngine,
+    artifact_path,
+    build_artifact,
+    checksum_path,
+    load_onnx_engine,
+)
 
 
 @pytest.fixture(scope="session")
 def onnx_artifact(top_weights, tmp_path_factory):
     """The optimised artifact for the session's generated weights, built once."""
     return build_artifact(top_weights, tmp_path_factory.mktemp("artifact") / "irv2.onnx")
-
-
-@pytest.fixture
-def installed_artifact(onnx_artifact, top_weights):
-    """The session's artifact, copied to where this test's cache expects it."""
-    target = artifact_path(top_weights)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(onnx_artifact, target)
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -81,24 +78,25 @@ def test_artifact_key_includes_version_and_machine(top_weights, monkeypatch):
     assert "another-cpu" in artifact_path(top_weights).name
 
 
-def test_damaged_artifact_is_rebuilt(installed_artifact, top_weights, images, onnx_artifact):
-    installed_artifact.write_bytes(installed_artifact.read_bytes()[:100_000])
+def test_damaged_artifact_is_rebuilt(runtime_ready, top_weights, images, onnx_artifact):
+    installed = artifact_path(top_weights)
+    installed.write_bytes(installed.read_bytes()[:100_000])
     messages = []
     engine = load_onnx_engine(top_weights, messages.append)
     assert any("damaged" in m for m in messages)
     assert np.allclose(engine(images[:1]), OnnxEngine(onnx_artifact)(images[:1]), atol=1e-6)
-    assert installed_artifact.stat().st_size > 200_000_000  # rebuilt whole
+    assert installed.stat().st_size > 200_000_000  # rebuilt whole
 
 
 def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch, images):
     builds = []
-    real_build = runtime.build_artifact
+    real_build = runtime._run_build_child
 
-    def counting_build(weights, target):
-        builds.append(target)
-        return real_build(weights, target)
+    def counting_build(weights, scratch):
+        builds.append(scratch)
+        return real_build(weights, scratch)
 
-    monkeypatch.setattr(runtime, "build_artifact", counting_build)
+    monkeypatch.setattr(runtime, "_run_build_child", counting_build)
     engines = [None, None]
 
     def use(slot):
@@ -111,12 +109,12 @@ def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch,
         thread.join()
     assert len(builds) == 1
     assert np.allclose(engines[0](images[:1]), engines[1](images[:1]))
-    assert [p.name for p in artifact_path(top_weights).parent.iterdir()
-            if not p.name.endswith(".lock")] == [artifact_path(top_weights).name]
+    target = artifact_path(top_weights)
+    assert sorted(p.name for p in target.parent.iterdir() if not p.name.endswith(".lock")) == [
+        target.name, checksum_path(target).name]
 
 
-def test_predict_on_the_artifact_never_imports_tensorflow(installed_artifact, top_weights,
-                                                          samples):
+def test_predict_on_the_artifact_never_imports_tensorflow(runtime_ready, top_weights, samples):
     code = ("import sys, json; from click.testing import CliRunner; "
             "from irv2cli.cli import cli; "
             f"r = CliRunner().invoke(cli, ['predict', {str(samples / 'coffee.jpg')!r}, "
