@@ -107,6 +107,9 @@ def open_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
     try:
         _require_regular_file(path)
         with Image.open(path) as image:
+            if not image.width or not image.height:
+                raise ImageError(f"{path}: the image has no pixels ({image.width}x"
+                                 f"{image.height}).")
             if max_pixels is not None and image.width * image.height > max_pixels:
                 raise ImageError(
                     f"{path}: {image.width}x{image.height} pixels exceeds the limit of "

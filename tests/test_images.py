@@ -424,3 +424,10 @@ def test_a_fifo_is_refused_without_being_opened(tmp_path):
     os.mkfifo(tmp_path / "pipe.jpg")
     with pytest.raises(ImageError, match="not a regular file"):
         open_rgb(tmp_path / "pipe.jpg")  # opening it would block forever
+
+
+def test_an_image_with_no_pixels_is_refused(tmp_path):
+    stub = b"GRIB\x00\x00\x00\x01" + bytes(64)  # a GRIB stub: Pillow reads it as 0x0
+    (tmp_path / "stub.grib").write_bytes(stub)
+    with pytest.raises(ImageError, match=r"no pixels \(0x0\)"):
+        open_rgb(tmp_path / "stub.grib")
