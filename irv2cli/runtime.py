@@ -180,12 +180,14 @@ def _load_if_sound(target: Path, notify: Notify = lambda message: None) -> OnnxE
 
 def _damage(target: Path) -> str | None:
     """Why the artifact at ``target`` cannot be trusted, or ``None`` if its checksum matches."""
-    if not stat.S_ISREG(target.lstat().st_mode):
-        return "is not a regular file"
     try:
+        if not stat.S_ISREG(target.lstat().st_mode):
+            return "is not a regular file"
         recorded = checksum_path(target).read_text().split()
-    except OSError:
-        return "has no readable checksum (its build did not finish)"
+    except FileNotFoundError:
+        return "has no checksum (its build did not finish)"
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror})"
     try:
         actual = [CHECKSUM, file_checksum(target)]
     except OSError as exc:
