@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -30,11 +29,6 @@ class Batch:
     decoded: tuple[int, ...]
     errors: dict[int, str] = field(default_factory=dict)
     warnings: dict[int, tuple[str, ...]] = field(default_factory=dict)
-
-
-def default_workers() -> int:
-    """Decoding processes: one per core, at least two."""
-    return max(2, os.cpu_count() or 1)
 
 
 def _assemble(paths: list[str], outcomes: list[Outcome]) -> Batch:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .batch import Batch, default_workers, iter_batches
-from .decoding import DecodeLimits, DecodePool
+from .batch import Batch, iter_batches
+from .decoding import DecodeLimits, DecodePool, default_workers
 from .images import Preprocessing, load_input
 from .labels import Prediction, decode_top_k
 from .spec import DEFAULT_MAX_PIXELS, SPEC
@@ -80,8 +80,11 @@ class Classifier:
         return DecodePool(self.workers or default_workers(), self.decode_limits)
 
     def classify_arrays(self, inputs: np.ndarray) -> list[list[Prediction]]:
-        """Top-k for a preprocessed batch (N, 299, 299, 3) in [-1, 1]."""
-        probabilities = self.engine(np.asarray(inputs, dtype=np.float32))
+        """Top-k for a preprocessed batch (N, 299, 299, 3) in [-1, 1]; an engine that
+        returns NaN or infinity raises ``EngineError``."""
+        from .engines import finite_scores
+
+        probabilities = finite_scores(self.engine(np.asarray(inputs, dtype=np.float32)))
         return [decode_top_k(p, self.top_k) for p in probabilities]
 
     def classify_batch(self, batch: Batch) -> list[Record]:

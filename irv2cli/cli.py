@@ -10,17 +10,21 @@ import click
 
 from . import __version__
 from .errors import Irv2Error
+from .signals import exit_status, stop_on_signals
 from .spec import BACKENDS, DEFAULT_MAX_PIXELS, EXPORT_FORMATS, INTERPOLATIONS, RESIZE_MODES, SPEC
 
 
 class Irv2Group(click.Group):
-    """Turns the library's errors into one-line messages (exit 1), in one place."""
+    """Turns the library's errors into one-line messages (exit 1), and an interrupt
+    (Ctrl-C, SIGTERM, SIGHUP) into the exit status 128 + its signal, in one place."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except Irv2Error as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt as exc:
+            raise click.exceptions.Exit(exit_status(exc)) from None
 
 
 @click.group(cls=Irv2Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,20 +52,27 @@ def preprocessing_options(command):
     return functools.reduce(lambda f, option: option(f), reversed(options), command)
 
 
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
 class ByteSize(click.ParamType):
-    """A size such as ``2GiB`` or ``512MiB``, as bytes."""
+    """A size such as ``2GiB``, ``1.5G``, ``512MiB`` or a plain number, as bytes (binary
+    units)."""
 
     name = "size"
 
     def convert(self, value, param, ctx) -> int:
         if isinstance(value, int):
             return value
-        from .decoding import parse_size
-
+        number = value.strip().lower().removesuffix("b").removesuffix("i")
+        unit = number[-1:] if number[-1:] in SIZE_UNITS else ""
         try:
-            return parse_size(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+            size = float(number.removesuffix(unit)) * SIZE_UNITS[unit]
+        except ValueError:
+            size = 0
+        if size < 1:
+            self.fail(f"{value!r} is not a size like 2GiB, 512MiB or 1073741824", param, ctx)
+        return int(size)
 
 
 weights_option = click.option(
@@ -152,7 +163,7 @@ def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, g
 def decoding_workers(inputs: tuple[str, ...], workers: int | None) -> int:
     """``--workers``, else one per core (at least two), but no more than a list of plain
     files needs: one photo starts one worker, which costs the first answer least."""
-    from .batch import default_workers
+    from .decoding import default_workers
 
     count = workers or default_workers()
     if not any(os.path.isdir(path) for path in inputs):
@@ -179,11 +190,16 @@ def download_weights(include_top, mirror, from_file, force):
     from .weights import ensure_weights, install_from_file
 
     weight_file = SPEC.weights(include_top)
+    console = stderr_console()
+
+    def notify(message: str) -> None:
+        console.print(message, style="dim")
+
     if from_file is not None:
-        path = install_from_file(from_file, weight_file, force=force)
+        path = install_from_file(from_file, weight_file, force=force, notify=notify)
     else:
-        with download_progress(stderr_console(), weight_file.filename) as progress:
-            path = ensure_weights(include_top, mirror, progress, force=force)
+        with download_progress(console, weight_file.filename) as progress:
+            path = ensure_weights(include_top, mirror, progress, force=force, notify=notify)
     click.echo(str(path))
 
 
@@ -276,4 +292,5 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    stop_on_signals()
     cli()

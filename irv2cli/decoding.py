@@ -22,12 +22,15 @@ from collections.abc import Iterator
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
 from pebble import ProcessExpired, ProcessPool
 
 from .errors import ImageError
-from .images import Preprocessing, decode, register_heif
+from .images import Preprocessing, prepare, register_heif
+
+if TYPE_CHECKING:
+    import numpy as np
 
 GiB = 1 << 30
 
@@ -53,20 +56,19 @@ Outcome = Decoded | str
 """A decoded image, or the one-line reason (naming the file) why there is none."""
 
 
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": GiB, "t": 1 << 40}
+class _RawPixels(NamedTuple):
+    """What a worker sends back: RGB bytes, not an array, so it never imports NumPy."""
 
+    data: bytes
+    width: int
+    height: int
+    warnings: tuple[str, ...]
 
-def parse_size(text: str) -> int:
-    """Bytes from ``2GiB``, ``1.5G``, ``512MiB``, ``512M`` or a plain number (binary units)."""
-    number = text.strip().lower().removesuffix("b").removesuffix("i")
-    unit = number[-1:] if number[-1:] in _UNITS else ""
-    try:
-        value = float(number.removesuffix(unit)) * _UNITS[unit]
-    except ValueError:
-        raise ValueError(f"{text!r} is not a size like 2GiB, 512MiB or 1073741824") from None
-    if value < 1:
-        raise ValueError(f"{text!r} is not a positive size")
-    return int(value)
+    def decoded(self) -> Decoded:
+        import numpy as np
+
+        pixels = np.frombuffer(self.data, np.uint8).reshape(self.height, self.width, 3)
+        return Decoded(pixels, self.warnings)
 
 
 def format_bytes(size: int) -> str:
@@ -75,6 +77,11 @@ def format_bytes(size: int) -> str:
         if size >= scale:
             return f"{size / scale:g} {unit}"
     return f"{size} bytes"
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core, at least two."""
+    return max(2, os.cpu_count() or 1)
 
 
 class DecodePool:
@@ -118,7 +125,7 @@ def _settle(outcome: Future, task: Future, path: str, limits: DecodeLimits) -> N
 
 def _outcome(task: Future, path: str, limits: DecodeLimits) -> Outcome:
     try:
-        return task.result()
+        result = task.result()
     except FutureTimeout:
         return (f"{path}: decoding took longer than {limits.timeout:g} s, so it was stopped; "
                 "raise --decode-timeout if the file is just large.")
@@ -126,6 +133,7 @@ def _outcome(task: Future, path: str, limits: DecodeLimits) -> Outcome:
         return f"{path}: {_expiry_reason(exc.exitcode)}; the file is probably corrupt or hostile."
     except Exception as exc:  # the pool itself failed: still only this file's outcome
         return f"{path}: could not be decoded ({type(exc).__name__}: {exc})."
+    return result.decoded() if isinstance(result, _RawPixels) else result
 
 
 def _expiry_reason(exitcode: int | None) -> str:
@@ -181,14 +189,14 @@ def _ready() -> None:
     """A no-op task, scheduled only to make the pool start its workers at once."""
 
 
-def _decode_file(path: str, preprocessing: Preprocessing) -> Outcome:
+def _decode_file(path: str, preprocessing: Preprocessing) -> _RawPixels | str:
     """Decode one file in this worker; every failure becomes that file's reason."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = preprocessing.max_pixels  # Pillow's own bomb guard stays on
     with _captured_warnings() as caught:
         try:
-            pixels = decode(path, preprocessing)
+            image = prepare(path, preprocessing)
         except ImageError as exc:
             return str(exc)
         except MemoryError:
@@ -197,7 +205,7 @@ def _decode_file(path: str, preprocessing: Preprocessing) -> Outcome:
                     "you trust this file.")
         except Exception as exc:
             return f"{path}: the decoder failed ({type(exc).__name__}: {exc})."
-    return Decoded(pixels, tuple(caught))
+    return _RawPixels(image.tobytes(), image.width, image.height, tuple(caught))
 
 
 @contextlib.contextmanager

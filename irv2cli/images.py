@@ -6,6 +6,9 @@ EXIF orientation, RGB (transparency composited on white, 16-bit scaled to
 8-bit), resize (centre crop or squash, never through an intermediate larger
 than needed), then scale to [-1, 1]. HEIC/HEIF photos are read through
 pillow-heif once ``register_heif`` has run.
+
+NumPy is imported only where arrays are made, so the decoding worker processes,
+which ship raw bytes, start without it.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 from .spec import DEFAULT_MAX_PIXELS, INTERPOLATIONS, RESIZE_MODES, SPEC
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RESAMPLING = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
 # A JPEG is decoded at a reduced scale only down to twice the size the resize needs, so
@@ -73,6 +79,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode.startswith("I") or image.mode == "F":
+        import numpy as np
+
         grey = np.asarray(image, dtype=np.float64)
         peak = grey.max(initial=0.0)
         if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
@@ -171,15 +179,24 @@ def resize(image: Image.Image, mode: str = SPEC.default_resize,
 def to_input(pixels: Image.Image | np.ndarray) -> np.ndarray:
     """RGB pixels (an image, or uint8 arrays of any leading shape) as float32 scaled to
     [-1, 1] (x / 127.5 - 1)."""
+    import numpy as np
+
     return np.asarray(pixels, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def prepare(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing()
+            ) -> Image.Image:
+    """Read ``path`` into the network's input image: 299x299 RGB, not yet scaled."""
+    image = open_rgb(path, preprocessing.max_pixels, draft=preprocessing)
+    return resize(image, preprocessing.resize, preprocessing.interpolation)
 
 
 def decode(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing()
            ) -> np.ndarray:
-    """Read ``path`` into the network's input pixels: 299x299x3 uint8, not yet scaled."""
-    image = open_rgb(path, preprocessing.max_pixels, draft=preprocessing)
-    return np.asarray(resize(image, preprocessing.resize, preprocessing.interpolation),
-                      dtype=np.uint8)
+    """``prepare``'s image as a 299x299x3 uint8 array."""
+    import numpy as np
+
+    return np.asarray(prepare(path, preprocessing), dtype=np.uint8)
 
 
 def load_input(path: str | os.PathLike, mode: str = SPEC.default_resize,

@@ -85,14 +85,18 @@ class TableWriter(RecordWriter):
 
 
 def benchmark_table(results: list) -> Table:
-    """``bench.Summary`` rows; top-5 agreement is against the first plain-Keras row."""
+    """``bench.Summary`` rows; top-5 agreement is against the first plain-Keras row (not for
+    rows with irv2's default preprocessing, which differs from Keras's on purpose)."""
+    from .bench import DEFAULT_PREPROCESSING
+
     reference = next((m.top5 for m in results if m.pipeline == "keras"), None)
     table = Table(title="folder classification (marginal img/s, start-up excluded; median)")
     for column in ("pipeline", "batch", "img/s", "rounds", "first result (s)",
                    "peak RSS (MB)", "top-5 = Keras"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
     for m in results:
-        same = "-" if reference is None else ("yes" if m.top5 == reference else "NO")
+        same = ("-" if reference is None or m.pipeline in DEFAULT_PREPROCESSING
+                else "yes" if m.top5 == reference else "NO")
         table.add_row(m.pipeline, str(m.batch_size), f"{m.images_per_second:.2f}",
                       " ".join(f"{r:.2f}" for r in m.rounds), f"{m.first_result_s:.1f}",
                       f"{m.peak_rss_mb:.0f}", same)

@@ -20,9 +20,10 @@ from .inputs import InputSelection, iter_image_paths, path_key
 from .output import WRITERS, Output, StdoutStream, printable
 from .render import TableWriter, download_progress, run_progress, stderr_console
 from .results import open_results, output_format
+from .signals import exit_status
 from .spec import SPEC
 
-EXIT_OK, EXIT_FAILED_INPUTS, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
 
 
 @dataclass
@@ -81,7 +82,8 @@ class PredictRun:
         weights = self.weights
         if weights is None:
             with download_progress(console, "official weights") as progress:
-                weights = ensure_weights(progress=None if self.quiet else progress)
+                weights = ensure_weights(progress=None if self.quiet else progress,
+                                         notify=notify)
         return load_engine(weights, self.backend, notify)
 
     def _classifier(self, console: Console) -> Classifier:
@@ -93,7 +95,7 @@ class PredictRun:
         console = stderr_console()
         classified = failed = skipped = failed_before = 0
         started = time.perf_counter()
-        interrupted = False
+        interrupted: KeyboardInterrupt | None = None
         decoders, owned = self.decoders, None
         try:  # the output is closed (a JSON array gets its "]") before Ctrl-C is handled
             with self._open_output() as output:
@@ -117,15 +119,15 @@ class PredictRun:
                             self._report(progress.console, record)
                             rate = (classified + failed) / (time.perf_counter() - started)
                             progress.update(task, advance=1, rate=rate, failed=failed)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (see signals.py)
+            interrupted = exc
         finally:
             if owned is not None:
                 owned.close()
         self._summarize(console, classified, failed, skipped, failed_before,
-                        time.perf_counter() - started, interrupted)
-        if interrupted:
-            return EXIT_INTERRUPTED
+                        time.perf_counter() - started, interrupted is not None)
+        if interrupted is not None:
+            return exit_status(interrupted)
         # A resumed file's old error records count too: the exit status is the file's.
         return EXIT_FAILED_INPUTS if failed or failed_before else EXIT_OK
 

@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 from PIL import Image
 
-from irv2cli.decoding import Decoded, DecodeLimits, DecodePool, parse_size
+from irv2cli.cli import ByteSize
+from irv2cli.decoding import Decoded, DecodeLimits, DecodePool
 from irv2cli.images import Preprocessing
 
 sys.path.insert(0, str(Path(__file__).parent / "hostile"))
@@ -79,13 +81,14 @@ CLASSIFIED = {"a_good.jpg", "b_warn.img", "c_needle.png", "h_good.jpg"}
 
 
 def test_the_size_option_reads_binary_units():
-    assert parse_size("2GiB") == parse_size("2G") == 2 << 30
-    assert parse_size("512MiB") == parse_size("512m") == 512 << 20
-    assert parse_size("1.5GiB") == 3 << 29
-    assert parse_size("4096") == 4096
+    size = ByteSize()
+    assert size.convert("2GiB", None, None) == size.convert("2G", None, None) == 2 << 30
+    assert size.convert("512MiB", None, None) == size.convert("512m", None, None) == 512 << 20
+    assert size.convert("1.5GiB", None, None) == 3 << 29
+    assert size.convert("4096", None, None) == 4096
     for bad in ("lots", "-1G", "0"):
-        with pytest.raises(ValueError):
-            parse_size(bad)
+        with pytest.raises(click.BadParameter, match="not a size"):
+            size.convert(bad, None, None)
 
 
 def test_each_misbehaving_decoder_costs_only_its_own_file(tmp_path, samples, capfd):
