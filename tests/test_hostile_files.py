@@ -22,7 +22,7 @@ from PIL import Image
 
 from irv2cli.cli import ByteSize
 from irv2cli.decoding import Decoded, DecodeLimits, DecodePool
-from irv2cli.images import Preprocessing
+from irv2cli.images import Preprocessing, register_heif
 
 sys.path.insert(0, str(Path(__file__).parent / "hostile"))
 import hostile_images
@@ -50,6 +50,8 @@ def hostile_folder(root: Path, samples: Path) -> Path:
     (root / "f_truncated.jpg").write_bytes((samples / "rocket.jpg").read_bytes()[:3000])
     (root / "g_empty.jpg").write_bytes(b"")
     shutil.copy(samples / "coffee.jpg", root / "h_good.jpg")
+    register_heif()
+    Image.open(samples / "rocket.jpg").save(root / "i_iphone.heic")  # HEIC via pillow-heif
     return root
 
 
@@ -77,7 +79,7 @@ EXPECTED_ERRORS = {
     "f_truncated.jpg": "",
     "g_empty.jpg": "not an image",
 }
-CLASSIFIED = {"a_good.jpg", "b_warn.img", "c_needle.png", "h_good.jpg"}
+CLASSIFIED = {"a_good.jpg", "b_warn.img", "c_needle.png", "h_good.jpg", "i_iphone.heic"}
 
 
 def test_the_size_option_reads_binary_units():
@@ -150,7 +152,7 @@ def test_a_folder_of_hostile_files_finishes_with_every_file_once(folder_run):
         assert records[name]["error"] is None and len(records[name]["predictions"]) == 5
     for name, says in EXPECTED_ERRORS.items():
         assert says in records[name]["error"] and records[name]["predictions"] == []
-    assert "4 classified, 8 failed" in done.stderr
+    assert "5 classified, 8 failed" in done.stderr
     assert "Traceback" not in done.stderr
     # Decoder noise shows only on request (--verbose), as a warning naming its file.
     noise = [line for line in done.stderr.splitlines() if "b_warn" in line]
