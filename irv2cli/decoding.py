@@ -89,18 +89,35 @@ class DecodePool:
 
     def __init__(self, workers: int, limits: DecodeLimits = DecodeLimits()):
         self.limits = limits
-        self._pool = ProcessPool(workers, initializer=_start_worker, initargs=(limits.memory,),
-                                 context=multiprocessing.get_context("spawn"))
-        for _ in range(workers):  # start every worker now, while the engine loads
-            self._pool.schedule(_ready)
+        self.workers = workers
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPool:
+        pool = ProcessPool(self.workers, initializer=_start_worker,
+                           initargs=(self.limits.memory,),
+                           context=multiprocessing.get_context("spawn"))
+        for _ in range(self.workers):  # start every worker now, while the engine loads
+            pool.schedule(_ready)
+        return pool
 
     def submit(self, path: str, preprocessing: Preprocessing) -> Future[Outcome]:
         """A future outcome for ``path``: ``Decoded``, or the reason it could not be."""
         outcome: Future[Outcome] = Future()
-        task = self._pool.schedule(_decode_file, (path, preprocessing),
-                                   timeout=self.limits.timeout)
+        task = self._schedule(_decode_file, (path, preprocessing))
         task.add_done_callback(lambda done: _settle(outcome, done, path, self.limits))
         return outcome
+
+    def _schedule(self, function, args) -> Future:
+        try:
+            return self._pool.schedule(function, args, timeout=self.limits.timeout)
+        except RuntimeError:
+            if self._pool.active:
+                raise
+        # pebble gives a pool up when a worker dies between files (killed by the system,
+        # say): start a new one
+        self.close()
+        self._pool = self._start()
+        return self._pool.schedule(function, args, timeout=self.limits.timeout)
 
     def close(self) -> None:
         """Stop the workers, abandoning whatever they are decoding."""

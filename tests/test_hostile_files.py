@@ -124,6 +124,20 @@ def test_a_worker_that_dies_is_replaced(tmp_path, samples):
             assert isinstance(good, Decoded)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
+def test_a_worker_killed_between_files_does_not_stop_decoding(samples):
+    with DecodePool(2, LIMITS) as pool:
+        assert isinstance(pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result(),
+                          Decoded)
+        idle = next(pid for pid in children_of(os.getpid())
+                    if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.kill(idle, signal.SIGKILL)  # as the system's out-of-memory killer might
+        time.sleep(0.5)  # pebble notices, and gives its pool up
+        for _ in range(3):
+            outcome = pool.submit(str(samples / "coffee.jpg"), Preprocessing()).result()
+            assert isinstance(outcome, Decoded)
+
+
 @pytest.fixture
 def folder_run(tmp_path, samples, top_weights, runtime_ready):
     """``irv2 predict`` on the hostile folder as a user runs it: a real process."""
