@@ -102,6 +102,12 @@ def cached_engines(shared_engines, monkeypatch):
 
 
 @pytest.fixture
+def weights(top_weights, cached_engines) -> Path:
+    """The generated weights, with engines shared across the tests of the session."""
+    return top_weights
+
+
+@pytest.fixture
 def photos(tmp_path) -> Path:
     """A folder holding copies of the real sample photos."""
     folder = tmp_path / "photos"

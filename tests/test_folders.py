@@ -15,21 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_runner import predict
 
 from irv2cli.batch import iter_batches
-from irv2cli.cli import cli
 from irv2cli.decoding import Decoded
 from irv2cli.inputs import InputSelection, iter_image_paths
-
-
-def predict(*args):
-    return CliRunner().invoke(cli, ["predict", *map(str, args)], catch_exceptions=False)
-
-
-@pytest.fixture
-def weights(top_weights, cached_engines):
-    return top_weights
 
 
 @pytest.fixture

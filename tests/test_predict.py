@@ -10,20 +10,10 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_runner import predict
 
-from irv2cli.cli import cli
 from irv2cli.images import load_input
 from irv2cli.labels import imagenet_labels
-
-
-def predict(*args: str):
-    return CliRunner().invoke(cli, ["predict", *map(str, args)], catch_exceptions=False)
-
-
-@pytest.fixture
-def weights(top_weights, cached_engines):
-    return top_weights
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -19,11 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import predict
 
 from irv2cli import engines, results
 from irv2cli.classifier import Record
-from irv2cli.cli import cli
 from irv2cli.errors import WeightsError
 from irv2cli.inputs import path_key
 from irv2cli.labels import Prediction
@@ -34,13 +33,6 @@ ROOT = os.geteuid() == 0 and sys.platform.startswith("linux")
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root on Linux (mount, mknod)")
 
 
-def predict(*args):
-    return CliRunner().invoke(cli, ["predict", *map(str, args)], catch_exceptions=False)
-
-
-@pytest.fixture
-def weights(top_weights, cached_engines):
-    return top_weights
 
 
 @pytest.fixture

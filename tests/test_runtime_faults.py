@@ -20,11 +20,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_runner import predict
 from filelock import FileLock
 
 from irv2cli import engines, runtime
-from irv2cli.cli import cli
 from irv2cli.errors import WeightsError
 from irv2cli.h5weights import check_weights_file, expected_layout, read_legacy_layout
 from irv2cli.runtime import (
@@ -35,10 +34,6 @@ from irv2cli.runtime import (
 )
 from irv2cli.spec import SPEC
 from irv2cli.weights import cached_weights_path
-
-
-def predict(*args):
-    return CliRunner().invoke(cli, ["predict", *map(str, args)], catch_exceptions=False)
 
 
 @pytest.fixture
