@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decoding import Outcome
-from .images import to_input
+from .decoding import DecodePool, Outcome
+from .images import Preprocessing, to_input
 from .spec import SPEC
 
 Submit = Callable[[str], "Future[Outcome]"]
@@ -59,6 +59,12 @@ def iter_batches(paths: Iterable[str], submit: Submit, batch_size: int) -> Itera
     finally:
         for _, future in pending:
             future.cancel()
+
+
+def decoded_batches(paths: Iterable[str], decoders: DecodePool, preprocessing: Preprocessing,
+                    batch_size: int) -> Iterator[Batch]:
+    """``paths`` decoded by ``decoders`` with ``preprocessing``, in batches, in order."""
+    return iter_batches(paths, lambda path: decoders.submit(path, preprocessing), batch_size)
 
 
 def _take(pending: deque[tuple[str, Future[Outcome]]], batch_size: int) -> Batch:

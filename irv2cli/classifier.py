@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .batch import Batch, iter_batches
+from .batch import Batch, decoded_batches
 from .decoding import DecodeLimits, DecodePool, default_workers
 from .images import Preprocessing, load_input
 from .labels import Prediction, decode_top_k
@@ -96,6 +96,11 @@ class Classifier:
             for i, path in enumerate(batch.paths)
         ]
 
+    def classify_batches(self, batches: Iterable[Batch]) -> Iterator[Record]:
+        """Records for every path of ``batches``, in order."""
+        for batch in batches:
+            yield from self.classify_batch(batch)
+
     def classify(self, paths: Iterable[str | Path], decoders: DecodePool | None = None
                  ) -> Iterator[Record]:
         """Records for ``paths`` in order, decoded ahead by ``decoders`` (default: a pool
@@ -103,8 +108,5 @@ class Classifier:
         with contextlib.ExitStack() as stack:
             if decoders is None:
                 decoders = stack.enter_context(self.decode_pool())
-            preprocessing = self.preprocessing
-            for batch in iter_batches((str(p) for p in paths),
-                                      lambda path: decoders.submit(path, preprocessing),
-                                      self.batch_size):
-                yield from self.classify_batch(batch)
+            yield from self.classify_batches(decoded_batches(
+                (str(p) for p in paths), decoders, self.preprocessing, self.batch_size))

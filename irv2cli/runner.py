@@ -13,9 +13,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from .batch import decoded_batches
 from .classifier import Classifier, Record
-from .decoding import DecodeLimits, DecodePool
+from .decoding import DecodeLimits, DecodePool, default_workers
 from .engines import Engine
+from .images import Preprocessing
 from .inputs import InputSelection, iter_image_paths, path_key
 from .output import WRITERS, Output, StdoutStream, printable
 from .render import TableWriter, download_progress, run_progress, stderr_console
@@ -86,6 +88,9 @@ class PredictRun:
                                          notify=notify)
         return load_engine(weights, self.backend, notify)
 
+    def _preprocessing(self) -> Preprocessing:
+        return Preprocessing(self.resize, self.interpolation, self.max_pixels)
+
     def _classifier(self, console: Console) -> Classifier:
         return Classifier(self._engine(console), self.top_k, self.resize, self.interpolation,
                           self.max_pixels, self.batch_size, self.workers, self.decode_limits)
@@ -105,14 +110,18 @@ class PredictRun:
                 show_progress = console.is_terminal and not self.quiet
                 total = sum(1 for _ in self._todo(output)) if show_progress else None
                 if first is not None:
-                    classifier = self._classifier(console)
                     if decoders is None:
-                        decoders = owned = classifier.decode_pool()
+                        decoders = owned = DecodePool(self.workers or default_workers(),
+                                                      self.decode_limits)
+                    batches = decoded_batches(itertools.chain([first], todo), decoders,
+                                              self._preprocessing(), self.batch_size)
+                    decoded = next(batches)  # decoded while the engine is still loading
+                    classifier = self._classifier(console)
                     started = time.perf_counter()
                     with run_progress(console, show_progress) as progress:
                         task = progress.add_task("", total=total, rate=0.0, failed=0)
-                        for record in classifier.classify(itertools.chain([first], todo),
-                                                          decoders):
+                        for record in classifier.classify_batches(
+                                itertools.chain([decoded], batches)):
                             output.writer.write(record)
                             classified += record.error is None
                             failed += record.error is not None
