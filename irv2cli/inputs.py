@@ -44,28 +44,56 @@ def _is_excluded(path: str | os.DirEntry, selection: InputSelection) -> bool:
     return (info.st_dev, info.st_ino) in selection.excluded
 
 
-def _walk(folder: str, root: str, selection: InputSelection, seen: set) -> Iterator[str]:
-    """Files under ``folder`` in sorted order, following symlinks but never in a loop."""
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether ``entry`` is a folder, following symlinks; a link that cannot be followed
+    (a loop of links, ``ELOOP``) is not, so it gets its own error record as a file."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _entries(folder: str) -> tuple[tuple[int, int], list[os.DirEntry]] | None:
+    """``folder``'s (device, inode) and its entries sorted by name; None if unreadable."""
     try:
         info = os.stat(folder)
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        return (info.st_dev, info.st_ino), sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError:
-        yield folder  # unreadable folder: reported as an error for that path
-        return
-    key = (info.st_dev, info.st_ino)
-    if key in seen:
-        return  # a symlink loop leads back to a folder on the current path
-    seen.add(key)
-    for entry in entries:
-        if _is_hidden(entry.name) and not selection.include_hidden:
+        return None
+
+
+def _walk(folder: str, root: str, selection: InputSelection) -> Iterator[str]:
+    """Files under ``folder`` in sorted order, following symlinks but never in a loop.
+
+    The walk keeps its own stack rather than recursing, so no depth of nesting is too
+    deep for it."""
+    seen: set[tuple[int, int]] = set()  # the folders on the current path
+    stack: list[tuple[tuple[int, int], Iterator[os.DirEntry]]] = []
+    enter: str | None = folder
+    while True:
+        if enter is not None:
+            opened = _entries(enter)
+            if opened is None:
+                yield enter  # unreadable folder: reported as an error for that path
+            elif opened[0] not in seen:  # else a symlink loop leads back to it
+                seen.add(opened[0])
+                stack.append((opened[0], iter(opened[1])))
+            enter = None
+        if not stack:
+            return
+        key, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            seen.discard(key)
+        elif _is_hidden(entry.name) and not selection.include_hidden:
             continue
-        if entry.is_dir():
+        elif _is_folder(entry):
             if selection.recursive:
-                yield from _walk(entry.path, root, selection, seen)
+                enter = entry.path
         elif (selection.wants(os.path.relpath(entry.path, root))
               and not _is_excluded(entry, selection)):
             yield entry.path
-    seen.discard(key)
 
 
 def iter_image_paths(inputs: Iterable[str], selection: InputSelection = InputSelection()
@@ -77,6 +105,6 @@ def iter_image_paths(inputs: Iterable[str], selection: InputSelection = InputSel
     """
     for path in inputs:
         if os.path.isdir(path):
-            yield from _walk(path, path, selection, set())
+            yield from _walk(path, path, selection)
         elif not _is_excluded(path, selection):
             yield path

@@ -23,6 +23,7 @@ from PIL import Image
 from irv2cli.cli import ByteSize
 from irv2cli.decoding import Decoded, DecodeLimits, DecodePool
 from irv2cli.images import Preprocessing, register_heif
+from irv2cli.inputs import iter_image_paths
 
 sys.path.insert(0, str(Path(__file__).parent / "hostile"))
 import hostile_images
@@ -215,3 +216,22 @@ def test_sigkill_while_a_decoder_hangs_then_resume_finishes(folder_run):
     records = records_by_name(out)
     assert set(records) == set(EXPECTED_ERRORS) | CLASSIFIED
     assert "took longer than 2 s" in records["b_sleep.img"]["error"]
+
+
+def test_a_link_to_itself_and_nesting_deeper_than_python_recursion_are_walked(tmp_path):
+    root = tmp_path / "walk"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(b"")
+    (root / "self").symlink_to("self")  # ELOOP when followed
+    folders = [root]
+    for _ in range(sys.getrecursionlimit() + 100):
+        folders.append(folders[-1] / "d")
+        folders[-1].mkdir()
+    (folders[-1] / "x.jpg").write_bytes(b"")
+    try:
+        found = list(iter_image_paths([str(root)]))
+    finally:  # rmtree recurses too: take the folders down one by one
+        (folders[-1] / "x.jpg").unlink()
+        for folder in reversed(folders[1:]):
+            folder.rmdir()
+    assert found == [str(root / "a.jpg"), str(folders[-1] / "x.jpg"), str(root / "self")]
