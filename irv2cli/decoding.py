@@ -93,11 +93,14 @@ class DecodePool:
         self._pool = self._start()
 
     def _start(self) -> ProcessPool:
-        pool = ProcessPool(self.workers, initializer=_start_worker,
-                           initargs=(self.limits.memory,),
-                           context=multiprocessing.get_context("spawn"))
-        for _ in range(self.workers):  # start every worker now, while the engine loads
-            pool.schedule(_ready)
+        with _interrupts_blocked():
+            _start_resource_tracker()
+        with _interrupts_blocked():  # pebble's threads, and the workers they start, too
+            pool = ProcessPool(self.workers, initializer=_start_worker,
+                               initargs=(self.limits.memory,),
+                               context=multiprocessing.get_context("spawn"))
+            for _ in range(self.workers):  # start every worker now, while the engine loads
+                pool.schedule(_ready)
         return pool
 
     def submit(self, path: str, preprocessing: Preprocessing) -> Future[Outcome]:
@@ -129,6 +132,37 @@ class DecodePool:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+# Ctrl-C and a closed terminal reach the whole process group: the run handles them, and a
+# process it starts must never see them, not even while its interpreter starts.
+_INTERRUPTS = {getattr(signal, name) for name in ("SIGINT", "SIGHUP") if hasattr(signal, name)}
+
+
+@contextlib.contextmanager
+def _interrupts_blocked() -> Iterator[None]:
+    """Block Ctrl-C and SIGHUP in this thread meanwhile. Processes started meanwhile (through
+    fork and exec) and threads inherit the mask: a worker still importing Python when the
+    terminal's Ctrl-C comes would die with a ``KeyboardInterrupt`` traceback on the
+    terminal, and multiprocessing's resource tracker, which ignores SIGINT and SIGTERM but
+    not SIGHUP, would die and be restarted with warnings."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (which the pool's locks need) now, within
+    ``_interrupts_blocked``, rather than whenever the first lock is made."""
+    if os.name == "posix":
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
 
 
 def _settle(outcome: Future, task: Future, path: str, limits: DecodeLimits) -> None:
@@ -171,7 +205,10 @@ _noise: int = -1  # a file that stands in for the worker's stderr
 def _start_worker(memory: int | None) -> None:
     """Set the worker up: signals, parent-death, stderr capture, HEIF, memory ceiling."""
     global _memory_limit, _noise
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal is the parent's to handle
+    for interrupt in _INTERRUPTS:  # Ctrl-C and a closed terminal are the parent's to handle
+        signal.signal(interrupt, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked since the worker started
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     _die_with_parent()
     _noise, name = tempfile.mkstemp(prefix="irv2-decoder-")
     os.unlink(name)  # gone from the folder at once; the kernel frees it with the worker

@@ -139,6 +139,35 @@ def test_a_worker_killed_between_files_does_not_stop_decoding(samples):
             assert isinstance(outcome, Decoded)
 
 
+HIT_WHILE_STARTING = """
+import os, signal, sys
+from pathlib import Path
+from irv2cli.decoding import DecodePool
+from irv2cli.images import Preprocessing
+
+pool = DecodePool(2)
+me = Path(f"/proc/{os.getpid()}/task")
+started = [int(c) for task in me.iterdir() for c in (task / "children").read_text().split()]
+for pid in started:  # the workers are still starting Python; the resource tracker too
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGHUP)
+print(type(pool.submit(sys.argv[1], Preprocessing()).result()).__name__)
+print(all(Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z" for pid in started))
+pool.close()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
+def test_ctrl_c_and_hangup_do_not_reach_processes_still_starting(samples):
+    """A terminal sends Ctrl-C and its hang-up to the whole process group: a decoding
+    worker still importing Python, or multiprocessing's resource tracker, must neither die
+    nor print anything."""
+    done = subprocess.run([sys.executable, "-c", HIT_WHILE_STARTING,
+                           str(samples / "chelsea.jpg")], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.stdout.split(), done.stderr) == (["Decoded", "True"], "")
+
+
 @pytest.fixture
 def folder_run(tmp_path, samples, top_weights, runtime_ready):
     """``irv2 predict`` on the hostile folder as a user runs it: a real process."""
