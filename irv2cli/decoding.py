@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 GiB = 1 << 30
+MAX_RLIMIT = 1 << 63  # setrlimit takes no larger number
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,8 @@ def _start_worker(memory: int | None) -> None:
     os.unlink(name)  # gone from the folder at once; the kernel frees it with the worker
     os.dup2(_noise, 2)
     register_heif()
-    if memory is not None and _set_memory_ceiling(memory):
-        _memory_limit = memory
+    if memory is not None:
+        _memory_limit = _set_memory_ceiling(memory)
 
 
 def _die_with_parent() -> None:
@@ -226,17 +227,25 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _set_memory_ceiling(memory: int) -> bool:
+def _set_memory_ceiling(memory: int) -> int | None:
     """Cap this process's address space at its current size plus ``memory`` (Linux only:
-    other systems do not enforce ``RLIMIT_AS``)."""
+    other systems do not enforce ``RLIMIT_AS``), or lower where the hard limit someone
+    already set (``ulimit -v``) is lower, which no process may raise; return the memory
+    allowed beyond the current size, or None for no ceiling."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     import resource
 
     with open("/proc/self/statm") as statm:
         current = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    resource.setrlimit(resource.RLIMIT_AS, (current + memory, resource.RLIM_INFINITY))
-    return True
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    ceiling = current + memory
+    if hard != resource.RLIM_INFINITY:
+        ceiling = min(ceiling, hard)
+    if ceiling >= MAX_RLIMIT:  # more than any address space: no ceiling at all
+        return None
+    resource.setrlimit(resource.RLIMIT_AS, (ceiling, hard))
+    return max(ceiling - current, 0)
 
 
 def _ready() -> None:

@@ -168,6 +168,31 @@ def test_ctrl_c_and_hangup_do_not_reach_processes_still_starting(samples):
     assert (done.stdout.split(), done.stderr) == (["Decoded", "True"], "")
 
 
+def test_a_decode_memory_beyond_any_address_space_means_no_ceiling(samples):
+    with DecodePool(1, DecodeLimits(memory=1 << 70, timeout=30.0)) as pool:
+        outcome = pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result()
+    assert isinstance(outcome, Decoded), outcome
+
+
+UNDER_A_HARD_LIMIT = """
+import resource
+from irv2cli.decoding import _set_memory_ceiling
+
+resource.setrlimit(resource.RLIMIT_AS, (64 << 30, 64 << 30))  # as `ulimit -v` sets it
+allowed = _set_memory_ceiling(1 << 40)
+print(resource.getrlimit(resource.RLIMIT_AS) == (64 << 30, 64 << 30), 0 < allowed < 64 << 30)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS: Linux only")
+def test_the_memory_ceiling_keeps_a_hard_limit_already_set():
+    """Only root may raise a hard limit (``ulimit -v``): a worker that tried failed to
+    start, so every file got "could not be decoded (BrokenProcessPool ...)"."""
+    done = subprocess.run([sys.executable, "-c", UNDER_A_HARD_LIMIT], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.split() == ["True", "True"], done.stderr
+
+
 @pytest.fixture
 def folder_run(tmp_path, samples, top_weights, runtime_ready):
     """``irv2 predict`` on the hostile folder as a user runs it: a real process."""
