@@ -4,10 +4,11 @@ ONNX Runtime releases the GIL while it reads and initialises the artifact (about
 0.6 s), so importing NumPy, Pillow and rich, opening the output and walking the
 inputs happen meanwhile. This module imports nothing heavy itself.
 
-The load runs on a plain thread, not a pool's: Python joins a pool's threads before
-the main thread counts as finished, while a plain thread sees the main thread end
-(``locks.program_ending``), so a load still waiting for a lock or a build when the
-program is interrupted gives up instead of keeping it alive.
+The load runs on a daemon thread, never joined at exit: a signal that interrupts the
+main thread's imports can leave an import lock held that the load then waits on
+forever, and a load still waiting for a lock or a build when the program is
+interrupted must not keep it alive (``locks.program_ending`` makes such waits give up,
+and the build's child process ends with its parent).
 """
 
 from __future__ import annotations
@@ -49,5 +50,5 @@ def start_loading(weights: Path | None, backend: str, quiet: bool = False) -> Fu
             return None
     future: Future = Future()
     threading.Thread(target=_fulfil, args=(future, weights, backend, quiet),
-                     name="irv2-engine").start()
+                     name="irv2-engine", daemon=True).start()
     return future
