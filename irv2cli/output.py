@@ -12,6 +12,7 @@ import csv
 import errno
 import io
 import json
+import os
 import sys
 from abc import ABC, abstractmethod
 from typing import BinaryIO, TextIO
@@ -31,6 +32,16 @@ def printable(text: str) -> str:
     return text.encode(ENCODING, "backslashreplace").decode(ENCODING)
 
 
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def shown(text: str | os.PathLike) -> str:
+    """``text`` as a message may show it on a terminal: ``printable``, and control
+    characters as ``\\xNN``, so a file name can neither break a one-line message nor
+    send escape sequences to the terminal."""
+    return printable(os.fspath(text)).translate(_CONTROLS)
+
+
 def os_reason(exc: OSError) -> str:
     """An OS error's reason as a message says it: ``no space left on device``."""
     reason = exc.strerror or str(exc)
@@ -40,7 +51,7 @@ def os_reason(exc: OSError) -> str:
 def write_error(name: str, exc: OSError, again: str = "") -> OutputError:
     """The one-line error for a failed write to ``name``: what went wrong, what to do."""
     fix = "free space" if exc.errno in NO_SPACE else "fix that"
-    return OutputError(f"{printable(name)}: {os_reason(exc)}; {fix} and run again{again}.")
+    return OutputError(f"{shown(name)}: {os_reason(exc)}; {fix} and run again{again}.")
 
 
 class RecordWriter(ABC):

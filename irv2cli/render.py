@@ -17,19 +17,21 @@ from rich.progress import (
 )
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from .classifier import Record
-from .output import RecordWriter, printable
+from .output import RecordWriter, shown
 
 
 def stderr_console() -> Console:
-    """Progress, errors and summaries go here, so stdout stays clean for results."""
-    return Console(stderr=True, soft_wrap=True)
+    """Progress, errors and summaries go here, so stdout stays clean for results. Nothing
+    printed is read as markup: a file named ``[bold]a.jpg`` shows as it is named."""
+    return Console(stderr=True, soft_wrap=True, markup=False)
 
 
 def prediction_table(record: Record) -> Table:
     """One image's top-k as a table: rank, label, WordNet ID, probability with a bar."""
-    table = Table(title=printable(record.path), title_justify="left")
+    table = Table(title=Text(shown(record.path)), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("label")
     table.add_column("WordNet ID")

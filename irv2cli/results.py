@@ -36,7 +36,7 @@ from .output import (
     WRITERS,
     Output,
     os_reason,
-    printable,
+    shown,
     write_error,
 )
 
@@ -79,7 +79,7 @@ class Held:
 
 
 def _not_results(path: Path, line: int) -> OutputError:
-    return OutputError(f"{printable(str(path))}: line {line} is not a result record; move the "
+    return OutputError(f"{shown(path)}: line {line} is not a result record; move the "
                        "file away or fix it before resuming.")
 
 
@@ -187,7 +187,7 @@ def _csv_records(lines: _Lines, path: Path, top_k: int) -> Iterator[tuple[Record
         lines.check_tail(CSV_HEADER.encode(ENCODING))
         return
     if next(csv.reader([first.decode(ENCODING, ERRORS)])) != list(CSV_FIELDS):
-        raise OutputError(f"{printable(str(path))}: not a results CSV (its header is not "
+        raise OutputError(f"{shown(path)}: not a results CSV (its header is not "
                           f"{','.join(CSV_FIELDS)}); move it away or choose another --output.")
     last = None
     for _, group in groupby(_csv_rows(lines), key=lambda item: item[0][0]):
@@ -218,7 +218,7 @@ RECORDS: dict[str, Callable[[_Lines, Path, int], Iterator[tuple[Record, int]]]] 
 def _check_top_k(record: Record, path: Path, top_k: int) -> None:
     k = len(record.predictions)
     if k and k != top_k:
-        raise OutputError(f"{printable(str(path))} holds results for -k {k}: resume with "
+        raise OutputError(f"{shown(path)} holds results for -k {k}: resume with "
                           f"-k {k}, or write -k {top_k} to another --output.")
 
 
@@ -235,7 +235,7 @@ def scan_results(stream: BinaryIO, path: Path, fmt: str, top_k: int) -> Held:
 def _check_regular(path: Path, mode: int) -> None:
     for test, kind in KINDS.items():
         if test(mode):
-            raise OutputError(f"{printable(str(path))} is {kind}, not a regular file: "
+            raise OutputError(f"{shown(path)} is {kind}, not a regular file: "
                               "choose a file for --output.")
 
 
@@ -257,14 +257,14 @@ def _open_locked(path: Path, target: str) -> tuple[int, bool]:
             _check_regular(path, os.stat(target).st_mode)
         fd, created = _open(target)
     except OSError as exc:
-        raise OutputError(f"{printable(str(path))}: cannot write results "
+        raise OutputError(f"{shown(path)}: cannot write results "
                           f"({os_reason(exc)}).") from None
     try:
         _check_regular(path, os.fstat(fd).st_mode)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise OutputError(f"{printable(str(path))} is being written by another irv2 run; "
+        raise OutputError(f"{shown(path)} is being written by another irv2 run; "
                           "wait for it to finish, or choose another --output.") from None
     except BaseException:
         os.close(fd)
@@ -282,7 +282,7 @@ def open_results(path: Path, fmt: str, *, resume: bool, overwrite: bool, top_k: 
     try:
         size = os.fstat(fd).st_size
         if size and not (resume or overwrite):
-            raise OutputError(f"{printable(str(path))} already exists: pass --resume to "
+            raise OutputError(f"{shown(path)} already exists: pass --resume to "
                               "continue that run, or --overwrite to replace it.")
         held = Held()
         if resume and size:

@@ -19,7 +19,7 @@ from .decoding import DecodeLimits, DecodePool, default_workers
 from .engines import Engine
 from .images import Preprocessing
 from .inputs import InputSelection, iter_image_paths, path_key
-from .output import WRITERS, Output, StdoutStream, printable
+from .output import WRITERS, Output, StdoutStream, shown
 from .render import TableWriter, download_progress, run_progress, stderr_console
 from .results import open_results, output_format
 from .signals import exit_status
@@ -65,7 +65,7 @@ class PredictRun:
     def _open_output(self) -> Output:
         if self.output is None:
             if self.fmt == "table":
-                return Output(TableWriter(Console(file=sys.stdout)))
+                return Output(TableWriter(Console(file=sys.stdout, markup=False)))
             return Output(WRITERS[self.fmt](StdoutStream()))
         fmt = output_format(self.output, self.fmt)
         return open_results(self.output, fmt, resume=self.resume, overwrite=self.overwrite,
@@ -143,16 +143,16 @@ class PredictRun:
     def _report(self, console: Console, record: Record) -> None:
         """A failed record's error, and with --verbose its decoder's warnings."""
         if record.error is not None:
-            console.print(Text(f"error: {printable(record.error)}", style="red"))
+            console.print(Text(f"error: {shown(record.error)}", style="red"))
         if self.verbose:
             for warning in record.warnings:
-                console.print(Text(f"warning: {printable(record.path)}: {warning}",
+                console.print(Text(f"warning: {shown(record.path)}: {shown(warning)}",
                                    style="yellow"))
 
     def _summarize(self, console: Console, classified: int, failed: int, skipped: int,
                    failed_before: int, elapsed: float, interrupted: bool) -> None:
         if interrupted:
-            where = f" in {self.output}" if self.output else ""
+            where = f" in {shown(self.output)}" if self.output else ""
             console.print(f"Interrupted: {classified + failed} results were written{where}. "
                           "Run the same command with --resume to finish.", style="yellow")
         if self.quiet:
@@ -161,7 +161,7 @@ class PredictRun:
         line = (f"{classified} classified, {failed} failed in {elapsed:.1f} s "
                 f"({rate:.2f} img/s)")
         if skipped:
-            line += f"; {skipped} already in {self.output}"
+            line += f"; {skipped} already in {shown(self.output)}"
             if failed_before:
                 line += f" ({failed_before} of them failed)"
         console.print(line, style="dim")

@@ -250,6 +250,29 @@ def test_names_that_are_not_utf8_print_safely(weights, latin1):
     assert "caf\\udce9.jpg" in result.stdout
 
 
+def test_names_are_shown_as_named_never_as_markup_or_terminal_controls(weights, tmp_path,
+                                                                         samples):
+    root = tmp_path / "odd"
+    root.mkdir()
+    shutil.copy(samples / "coffee.jpg", root / "[bold]cat[red].jpg")
+    (root / "evil\x1b[31m\nerror: fake.jpg").write_bytes(b"not an image")
+    result = predict(root, "--weights", weights)
+    assert result.exit_code == 1, result.output
+    assert "[bold]cat[red].jpg" in result.stdout.replace("\n", "")  # a title, not markup
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1  # the newline in the name does not start a second line
+    assert "evil\\x1b[31m\\x0aerror: fake.jpg" in errors[0]
+    assert "\x1b" not in result.stderr
+
+
+def test_an_input_given_twice_is_classified_once(weights, latin1, tmp_path, monkeypatch):
+    monkeypatch.chdir(latin1.parent)
+    out = tmp_path / "r.jsonl"
+    assert predict(latin1.name, f"./{latin1.name}", latin1, "--weights", weights,
+                   "-o", out).exit_code == 0
+    assert len(paths_in(out)) == 2
+
+
 # --- CSV and control characters -------------------------------------------------------
 
 CONTROL = [chr(c) for c in range(1, 32)] + ["\x7f"]
