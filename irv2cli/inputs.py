@@ -96,14 +96,23 @@ def _walk(folder: str, root: str, selection: InputSelection) -> Iterator[str]:
             yield entry.path
 
 
+def _once(inputs: Iterable[str]) -> Iterator[str]:
+    """``inputs`` without the ones that name an earlier input again."""
+    seen: set[str] = set()
+    for path in inputs:
+        if path_key(path) not in seen:
+            seen.add(path_key(path))
+            yield path
+
+
 def iter_image_paths(inputs: Iterable[str], selection: InputSelection = InputSelection()
                      ) -> Iterator[str]:
     """Each file input as given; each folder expanded per ``selection``; never a file
-    ``selection`` excludes.
+    ``selection`` excludes. An input given twice (``photos ./photos``) is taken once.
 
     A path that does not exist is passed through, so it gets its own error record.
     """
-    for path in inputs:
+    for path in _once(inputs):
         if os.path.isdir(path):
             yield from _walk(path, path, selection)
         elif not _is_excluded(path, selection):
