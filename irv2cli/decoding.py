@@ -94,9 +94,8 @@ class DecodePool:
         self._pool = self._start()
 
     def _start(self) -> ProcessPool:
-        with _interrupts_blocked():
+        with _interrupts_blocked():  # pebble's threads, and the processes they start, too
             _start_resource_tracker()
-        with _interrupts_blocked():  # pebble's threads, and the workers they start, too
             pool = ProcessPool(self.workers, initializer=_start_worker,
                                initargs=(self.limits.memory,),
                                context=multiprocessing.get_context("spawn"))

@@ -81,13 +81,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I") or image.mode == "F":
         import numpy as np
 
-        grey = np.asarray(image, dtype=np.float64)
+        grey = np.array(image, dtype=np.float32)  # in place from here: big greys stay cheap
         peak = grey.max(initial=0.0)
         if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
-            grey = grey / 257.0
+            grey /= 257.0
         elif image.mode == "F" and peak <= 1.0:
-            grey = grey * 255.0
-        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8)).convert("RGB")
+            grey *= 255.0
+        np.clip(np.rint(grey, out=grey), 0, 255, out=grey)
+        return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -123,6 +124,15 @@ def test_a_worker_that_dies_is_replaced(tmp_path, samples):
             assert "SIGSEGV" in pool.submit(str(crash), Preprocessing()).result()
             good = pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result()
             assert isinstance(good, Decoded)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS: Linux only")
+def test_a_deep_grey_image_decodes_within_a_modest_memory_ceiling(tmp_path):
+    deep = np.arange(4000 * 4000, dtype=np.uint32).astype(np.uint16).reshape(4000, 4000)
+    Image.fromarray(deep).save(tmp_path / "scan.png")  # 16 megapixels, 16 bits deep
+    with DecodePool(1, DecodeLimits(memory=256 << 20)) as pool:
+        assert isinstance(pool.submit(str(tmp_path / "scan.png"), Preprocessing()).result(),
+                          Decoded)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
