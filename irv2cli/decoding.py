@@ -94,8 +94,10 @@ class DecodePool:
         self._pool = self._start()
 
     def _start(self) -> ProcessPool:
-        with _interrupts_blocked():  # pebble's threads, and the processes they start, too
+        with _interrupts_blocked():
             _start_resource_tracker()
+        # A block of its own: starting the tracker unblocks SIGINT again on its way out.
+        with _interrupts_blocked():  # pebble's threads, and the workers they start, too
             pool = ProcessPool(self.workers, initializer=_start_worker,
                                initargs=(self.limits.memory,),
                                context=multiprocessing.get_context("spawn"))
