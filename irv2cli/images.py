@@ -13,6 +13,7 @@ which ship raw bytes, start without it.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 RESAMPLING = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
-# A JPEG is decoded at a reduced scale only down to twice the size the resize needs, so
-# the final resampling filter still has the detail to work with (Pillow's thumbnail
-# uses the same margin, ``reducing_gap=2``).
-DRAFT_MARGIN = 2.0
 # Centre crops whose resized whole image would exceed this many output squares (an aspect
 # ratio beyond about 14:1) resample just the kept region instead.
 MAX_INTERMEDIATE_SQUARES = 16
@@ -52,13 +49,13 @@ class Preprocessing:
         return self.interpolation != "nearest"
 
     def draft_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """The smallest decode of an image of ``size`` that keeps ``DRAFT_MARGIN`` times
-        the detail the resize needs."""
-        side = SPEC.input_size * DRAFT_MARGIN
+        """The least a decode of an image of ``size`` may shrink to and still hand the resize
+        every pixel it needs: 299x299 for ``squash``, 333 on the shorter side for the crop.
+        (A JPEG decoder scales by 1/2, 1/4 or 1/8, so what it gives is often larger.)"""
         if self.resize == "squash":
-            return (round(side), round(side))
-        scale = SPEC.shorter_side() * DRAFT_MARGIN / min(size)
-        return (round(size[0] * scale), round(size[1] * scale))
+            return (SPEC.input_size, SPEC.input_size)
+        scale = SPEC.shorter_side() / min(size)
+        return (math.ceil(size[0] * scale), math.ceil(size[1] * scale))
 
 
 def register_heif() -> None:

@@ -383,11 +383,11 @@ def phone_photo(tmp_path_factory, samples) -> Path:
 @pytest.mark.parametrize("mode", ["center-crop", "squash"])
 def test_a_big_jpeg_is_decoded_at_a_reduced_scale_close_to_the_full_decode(phone_photo, mode):
     preprocessing = Preprocessing(mode, "bicubic")
-    assert open_rgb(phone_photo, draft=preprocessing).size == (1008, 756)  # 1/4 scale
+    assert open_rgb(phone_photo, draft=preprocessing).size == (504, 378)  # 1/8 scale
     reduced = decode(phone_photo, preprocessing).astype(int)
     full = pixels(resize(open_rgb(phone_photo), mode, "bicubic"))
-    assert np.abs(reduced - full).mean() < 0.5
-    assert np.abs(reduced - full).max() <= 4
+    assert np.abs(reduced - full).mean() < 1.0  # of 255 levels
+    assert np.percentile(np.abs(reduced - full), 99) <= 5
 
 
 def test_nearest_neighbour_always_decodes_in_full_so_keras_pixels_stay_exact(
