@@ -24,6 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+import pebble
 from pebble import ProcessExpired, ProcessPool
 
 from .errors import ImageError
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 GiB = 1 << 30
+# pebble's manager threads poll every 0.1 s, and stopping a pool waits for them: 10 ms
+# takes about 60 ms off every run's exit, at a negligible cost while it runs.
+pebble.CONSTS.sleep_unit = 0.01
 MAX_RLIMIT = 1 << 63  # setrlimit takes no larger number
 
 
