@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from irv2cli.errors import ImageError
 from irv2cli.images import (
@@ -408,6 +408,12 @@ def test_a_heic_photo_opens_upright(tmp_path, samples):
     assert upright.size == (photo.height, photo.width)
     expected = pixels(photo.transpose(Image.Transpose.ROTATE_270))
     assert np.abs(pixels(upright) - expected).mean() < 8  # HEIC is lossy
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow was built without AVIF")
+def test_an_avif_photo_opens(tmp_path, samples):
+    Image.open(samples / "coffee.jpg").save(tmp_path / "photo.avif")
+    assert open_rgb(tmp_path / "photo.avif").size == Image.open(samples / "coffee.jpg").size
 
 
 @pytest.mark.parametrize("size", [(1, 2_000_000), (2_000_000, 1)], ids=["needle", "thread"])
