@@ -100,8 +100,9 @@ def _once(inputs: Iterable[str]) -> Iterator[str]:
     """``inputs`` without the ones that name an earlier input again."""
     seen: set[str] = set()
     for path in inputs:
-        if path_key(path) not in seen:
-            seen.add(path_key(path))
+        key = path_key(path)
+        if key not in seen:
+            seen.add(key)
             yield path
 
 

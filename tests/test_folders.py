@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runner import predict
+from support import copies, numbered, predict
 
 from irv2cli.batch import iter_batches
 from irv2cli.decoding import Decoded
@@ -245,10 +245,7 @@ def test_resume_refuses_a_file_that_is_not_results_and_keeps_it(weights, weird, 
 
 
 def test_ctrl_c_stops_cleanly_and_closes_the_json_array(top_weights, tmp_path, samples):
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(30):
-        shutil.copy(samples / "coffee.jpg", folder / f"img{i:02d}.jpg")
+    folder = copies(samples / "coffee.jpg", tmp_path / "many", numbered(30))
     out = tmp_path / "results.json"
     process = start_and_wait_for_lines(
         [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights", str(top_weights),

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from cli_runner import predict
+from support import predict
 
 from irv2cli.images import load_input
 from irv2cli.labels import imagenet_labels

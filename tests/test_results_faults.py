@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_runner import predict
+from support import copies, predict
 
 from irv2cli import engines, results
 from irv2cli.classifier import Record
@@ -38,11 +38,7 @@ needs_root = pytest.mark.skipif(not ROOT, reason="needs root on Linux (mount, mk
 @pytest.fixture
 def folder(tmp_path, samples) -> Path:
     """Four photos."""
-    root = tmp_path / "photos"
-    root.mkdir()
-    for i in range(4):
-        shutil.copy(samples / "coffee.jpg", root / f"img{i}.jpg")
-    return root
+    return copies(samples / "coffee.jpg", tmp_path / "photos", [f"img{i}.jpg" for i in range(4)])
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -171,10 +167,8 @@ def test_a_one_line_file_that_is_not_results_is_refused_and_kept(weights, folder
 
 
 def test_a_tear_inside_a_multibyte_character_is_just_a_torn_tail(weights, tmp_path, samples):
-    folder = tmp_path / "猫猫"
-    folder.mkdir()
-    for name in ("猫一.jpg", "猫二.jpg", "猫三.jpg"):
-        shutil.copy(samples / "chelsea.jpg", folder / name)
+    folder = copies(samples / "chelsea.jpg", tmp_path / "猫猫",
+                    ["猫一.jpg", "猫二.jpg", "猫三.jpg"])
     out = tmp_path / "r.jsonl"
     assert predict(folder, "--weights", weights, "-o", out).exit_code == 0
     lines = out.read_bytes().split(b"\n")
@@ -292,10 +286,8 @@ def test_csv_round_trips_every_control_character(char):
 
 
 def test_a_carriage_return_in_a_name_resumes_without_duplicates(weights, tmp_path, samples):
-    folder = tmp_path / "cr"
-    folder.mkdir()
-    for name in ("a\rb.jpg", "c\r\nd.jpg", "plain.jpg"):
-        shutil.copy(samples / "coffee.jpg", folder / name)
+    folder = copies(samples / "coffee.jpg", tmp_path / "cr",
+                    ["a\rb.jpg", "c\r\nd.jpg", "plain.jpg"])
     out = tmp_path / "r.csv"
     assert predict(folder, "--weights", weights, "-o", out, "-k", "2").exit_code == 0
     assert predict(folder, "--weights", weights, "-o", out, "-k", "2",

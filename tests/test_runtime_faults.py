@@ -20,8 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from cli_runner import predict
 from filelock import FileLock
+from support import predict
 
 from irv2cli import engines, runtime
 from irv2cli.errors import WeightsError

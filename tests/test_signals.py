@@ -7,7 +7,6 @@ Every test starts ``python -m irv2cli`` as a user would and sends it real signal
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from support import copies, numbered
 
 from irv2cli.runtime import BUILD_CHILD, artifact_path
 from irv2cli.spec import SPEC
@@ -80,11 +80,7 @@ def build_children(weights: Path) -> list[int]:
 
 @pytest.fixture
 def many_photos(tmp_path, samples) -> Path:
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(30):
-        shutil.copy(samples / "coffee.jpg", folder / f"img{i:02d}.jpg")
-    return folder
+    return copies(samples / "coffee.jpg", tmp_path / "many", numbered(30))
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)],
