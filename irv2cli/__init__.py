@@ -8,27 +8,27 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _EXPORTS = {
-    "build_model": "model",
-    "load_weights": "h5weights",
-    "Classifier": "classifier",
-    "Record": "classifier",
-    "Prediction": "labels",
-    "ensure_weights": "weights",
+    "build_model": "network.model",
+    "load_weights": "network.h5weights",
+    "Classifier": "pipeline.classifier",
+    "Record": "pipeline.classifier",
+    "Prediction": "results.labels",
+    "ensure_weights": "store.weights",
     "SPEC": "spec",
 }
 __all__ = ["SPEC", "Classifier", "Prediction", "Record", "__version__", "build_model",
            "ensure_weights", "load_weights"]
 
 if TYPE_CHECKING:
-    from .classifier import Classifier, Record
-    from .h5weights import load_weights
-    from .labels import Prediction
-    from .model import build_model
+    from .network.h5weights import load_weights
+    from .network.model import build_model
+    from .pipeline.classifier import Classifier, Record
+    from .results.labels import Prediction
     from .spec import SPEC
-    from .weights import ensure_weights
+    from .store.weights import ensure_weights
 
 
 def __getattr__(name: str):

@@ -44,7 +44,7 @@ def reference_model():
     """``keras.applications.InceptionResNetV2`` with seeded random weights, logits out."""
     import keras
 
-    from irv2cli.synthetic import randomize
+    from irv2cli.network.synthetic import randomize
 
     model = keras.applications.InceptionResNetV2(weights=None, classifier_activation=None)
     randomize(model, seed=0)
@@ -54,7 +54,7 @@ def reference_model():
 @pytest.fixture(scope="session")
 def top_weights(reference_model, tmp_path_factory) -> Path:
     """The reference model's weights, written by Keras in the official legacy .h5 layout."""
-    from irv2cli.synthetic import write_legacy_h5
+    from irv2cli.network.synthetic import write_legacy_h5
 
     return write_legacy_h5(reference_model, tmp_path_factory.mktemp("weights") / "top.h5")
 
@@ -72,7 +72,7 @@ def reference_notop(reference_model):
 
 @pytest.fixture(scope="session")
 def notop_weights(reference_notop, tmp_path_factory) -> Path:
-    from irv2cli.synthetic import write_legacy_h5
+    from irv2cli.network.synthetic import write_legacy_h5
 
     return write_legacy_h5(reference_notop, tmp_path_factory.mktemp("weights") / "notop.h5")
 
@@ -85,9 +85,9 @@ def shared_engines():
 
 @pytest.fixture
 def cached_engines(shared_engines, monkeypatch):
-    """Make ``irv2cli.engines.load_engine`` reuse real engines across tests: building one
+    """Make ``irv2cli.engines.base.load_engine`` reuse real engines across tests: building one
     takes seconds (Keras) or half a minute (the ONNX artifact)."""
-    from irv2cli import engines
+    from irv2cli.engines import base as engines
 
     real = engines.load_engine
 
@@ -141,7 +141,7 @@ def http_directory(tmp_path):
 @pytest.fixture(scope="session")
 def built_runtime(top_weights, tmp_path_factory) -> Path:
     """A runtime folder holding the fast-runtime artifact for ``top_weights``, built once."""
-    from irv2cli.runtime import load_onnx_engine
+    from irv2cli.engines.onnx_runtime import load_onnx_engine
 
     home = tmp_path_factory.mktemp("built") / "irv2"
     saved = os.environ.get("IRV2_HOME")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from irv2cli.cli import cli
+from irv2cli.cli.main import cli
 
 
 def predict(*args) -> Result:

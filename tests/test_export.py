@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from irv2cli.cli import cli
-from irv2cli.images import load_input, to_input
+from irv2cli.cli.main import cli
+from irv2cli.inputs.images import load_input, to_input
 from irv2cli.spec import EXPORT_FORMATS, SPEC
-from irv2cli.weights import file_md5
+from irv2cli.store.weights import file_md5
 
 
 def export(*args):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from support import copies, numbered, predict
 
-from irv2cli.batch import iter_batches
-from irv2cli.decoding import Decoded
-from irv2cli.inputs import InputSelection, iter_image_paths
+from irv2cli.inputs.decoding import Decoded
+from irv2cli.inputs.paths import InputSelection, iter_image_paths
+from irv2cli.pipeline.batches import iter_batches
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def test_resume_with_everything_done_loads_no_model(weird, tmp_path, top_weights
                                                     monkeypatch, cached_engines):
     out = tmp_path / "r.jsonl"
     assert predict(weird, "--weights", top_weights, "--output", out).exit_code == 0
-    from irv2cli import engines
+    from irv2cli.engines import base as engines
 
     monkeypatch.setattr(engines, "load_engine", None)  # would fail if called
     result = predict(weird, "--weights", top_weights, "--output", out, "--resume")

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from irv2cli.cli import ByteSize
-from irv2cli.decoding import Decoded, DecodeLimits, DecodePool
-from irv2cli.images import Preprocessing, register_heif
-from irv2cli.inputs import iter_image_paths
+from irv2cli.cli.main import ByteSize
+from irv2cli.inputs.decoding import Decoded, DecodeLimits, DecodePool
+from irv2cli.inputs.images import Preprocessing, register_heif
+from irv2cli.inputs.paths import iter_image_paths
 
 sys.path.insert(0, str(Path(__file__).parent / "hostile"))
 import hostile_images
@@ -152,8 +152,8 @@ def test_a_worker_killed_between_files_does_not_stop_decoding(samples):
 HIT_WHILE_STARTING = """
 import os, signal, sys
 from pathlib import Path
-from irv2cli.decoding import DecodePool
-from irv2cli.images import Preprocessing
+from irv2cli.inputs.decoding import DecodePool
+from irv2cli.inputs.images import Preprocessing
 
 pool = DecodePool(2)
 me = Path(f"/proc/{os.getpid()}/task")
@@ -186,7 +186,7 @@ def test_a_decode_memory_beyond_any_address_space_means_no_ceiling(samples):
 
 UNDER_A_HARD_LIMIT = """
 import resource
-from irv2cli.decoding import _set_memory_ceiling
+from irv2cli.inputs.decoding import _set_memory_ceiling
 
 resource.setrlimit(resource.RLIMIT_AS, (64 << 30, 64 << 30))  # as `ulimit -v` sets it
 allowed = _set_memory_ceiling(1 << 40)

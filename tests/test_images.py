@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, features
 
 from irv2cli.errors import ImageError
-from irv2cli.images import (
+from irv2cli.inputs.images import (
     Preprocessing,
     decode,
     load_input,

@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from irv2cli.labels import class_index_path, decode_top_k, imagenet_labels
+from irv2cli.results.labels import class_index_path, decode_top_k, imagenet_labels
 
 
 def test_class_index_is_byte_identical_to_keras_pinned_file():

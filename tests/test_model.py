@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from irv2cli.errors import WeightsError
-from irv2cli.h5weights import load_weights
-from irv2cli.images import load_input
-from irv2cli.model import build_model
+from irv2cli.inputs.images import load_input
+from irv2cli.network.h5weights import load_weights
+from irv2cli.network.model import build_model
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_notop_file_into_top_network_names_what_does_not_fit(notop_weights):
 
 
 def test_file_with_other_shapes_names_the_first_layer_that_does_not_fit(tmp_path):
-    from irv2cli.synthetic import write_legacy_h5
+    from irv2cli.network.synthetic import write_legacy_h5
 
     other = build_model(classifier_activation=None, classes=10)
     path = write_legacy_h5(other, tmp_path / "ten_classes.h5")

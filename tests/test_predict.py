@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from support import predict
 
-from irv2cli.images import load_input
-from irv2cli.labels import imagenet_labels
+from irv2cli.inputs.images import load_input
+from irv2cli.results.labels import imagenet_labels
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -126,9 +126,9 @@ def test_official_weights_are_downloaded_on_first_use(top_weights, samples, monk
                                                       http_directory):
     import dataclasses
 
-    from irv2cli import weights as weights_module
     from irv2cli.spec import SPEC, WeightFile
-    from irv2cli.weights import file_md5
+    from irv2cli.store import weights as weights_module
+    from irv2cli.store.weights import file_md5
 
     official = SPEC.top_weights.filename
     (http_directory.root / official).symlink_to(top_weights)
@@ -147,7 +147,7 @@ HEAVY = ("tensorflow", "keras", "numpy", "PIL", "onnx", "onnxruntime", "openvino
 @pytest.mark.parametrize("command", [[], ["predict"], ["download-weights"], ["export"],
                                      ["bench"]])
 def test_help_imports_nothing_heavy(command):
-    code = ("import sys; from click.testing import CliRunner; from irv2cli.cli import cli; "
+    code = ("import sys; from click.testing import CliRunner; from irv2cli.cli.main import cli; "
             f"r = CliRunner().invoke(cli, {[*command, '--help']!r}); "
             "assert r.exit_code == 0 and 'Usage:' in r.output, r.output; "
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")

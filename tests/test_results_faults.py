@@ -21,13 +21,14 @@ from pathlib import Path
 import pytest
 from support import copies, predict
 
-from irv2cli import engines, results
-from irv2cli.classifier import Record
+from irv2cli.engines import base as engines
 from irv2cli.errors import WeightsError
-from irv2cli.inputs import path_key
-from irv2cli.labels import Prediction
-from irv2cli.output import CsvWriter
-from irv2cli.results import scan_results
+from irv2cli.inputs.paths import path_key
+from irv2cli.pipeline.classifier import Record
+from irv2cli.results import files as results
+from irv2cli.results.files import scan_results
+from irv2cli.results.labels import Prediction
+from irv2cli.results.writers import CsvWriter
 
 ROOT = os.geteuid() == 0 and sys.platform.startswith("linux")
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root on Linux (mount, mknod)")

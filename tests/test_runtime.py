@@ -12,16 +12,16 @@ import threading
 import numpy as np
 import pytest
 
-from irv2cli import runtime
-from irv2cli.engines import KerasEngine
-from irv2cli.images import load_input
-from irv2cli.runtime import (
+from irv2cli.engines import onnx_runtime as runtime
+from irv2cli.engines.base import KerasEngine
+from irv2cli.engines.onnx_runtime import (
     OnnxEngine,
     artifact_path,
     build_artifact,
     checksum_path,
     load_onnx_engine,
 )
+from irv2cli.inputs.images import load_input
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +116,7 @@ def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch,
 
 def test_predict_on_the_artifact_never_imports_tensorflow(runtime_ready, top_weights, samples):
     code = ("import sys, json; from click.testing import CliRunner; "
-            "from irv2cli.cli import cli; "
+            "from irv2cli.cli.main import cli; "
             f"r = CliRunner().invoke(cli, ['predict', {str(samples / 'coffee.jpg')!r}, "
             f"'--weights', {str(top_weights)!r}, '--format', 'json']); "
             "assert r.exit_code == 0, r.output; "

@@ -23,17 +23,18 @@ import pytest
 from filelock import FileLock
 from support import predict
 
-from irv2cli import engines, runtime
-from irv2cli.errors import WeightsError
-from irv2cli.h5weights import check_weights_file, expected_layout, read_legacy_layout
-from irv2cli.runtime import (
+from irv2cli.engines import base as engines
+from irv2cli.engines import onnx_runtime as runtime
+from irv2cli.engines.onnx_runtime import (
     artifact_path,
     checksum_path,
     file_checksum,
     load_onnx_engine,
 )
+from irv2cli.errors import WeightsError
+from irv2cli.network.h5weights import check_weights_file, expected_layout, read_legacy_layout
 from irv2cli.spec import SPEC
-from irv2cli.weights import cached_weights_path
+from irv2cli.store.weights import cached_weights_path
 
 
 @pytest.fixture

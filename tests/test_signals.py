@@ -19,9 +19,9 @@ import pytest
 from filelock import FileLock
 from support import copies, numbered
 
-from irv2cli.runtime import BUILD_CHILD, artifact_path
+from irv2cli.engines.onnx_runtime import BUILD_CHILD, artifact_path
 from irv2cli.spec import SPEC
-from irv2cli.weights import cached_weights_path
+from irv2cli.store.weights import cached_weights_path
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(),
                                 reason="POSIX signals and /proc (Linux) are needed")

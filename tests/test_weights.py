@@ -22,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 from http_server import Cut, Seen, Serve, Status, WeightsServer, running_server
 
-from irv2cli import weights
-from irv2cli.cli import cli
+from irv2cli.cli.main import cli
 from irv2cli.errors import DownloadError
 from irv2cli.spec import KERAS_BASE_URL, SPEC, WeightFile
-from irv2cli.weights import (
+from irv2cli.store import weights
+from irv2cli.store.weights import (
     cached_weights_path,
     download,
     ensure_weights,
@@ -97,8 +97,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def fake_spec(monkeypatch: pytest.MonkeyPatch, weight_file: WeightFile) -> WeightFile:
     """Make the library and the CLI expect the stand-in as the official top weights."""
     spec = dataclasses.replace(SPEC, top_weights=weight_file)
-    monkeypatch.setattr("irv2cli.weights.SPEC", spec)
-    monkeypatch.setattr("irv2cli.cli.SPEC", spec)
+    monkeypatch.setattr("irv2cli.store.weights.SPEC", spec)
+    monkeypatch.setattr("irv2cli.cli.main.SPEC", spec)
     return weight_file
 
 
@@ -258,7 +258,7 @@ def test_weights_url(weight_file, monkeypatch, mirror, env, expected):
 DOWNLOADER = """\
 import sys
 from irv2cli.spec import WeightFile
-from irv2cli.weights import download
+from irv2cli.store.weights import download
 weight_file = WeightFile(sys.argv[1], sys.argv[2], include_top=True)
 print("ready", flush=True)
 print(download(weight_file, mirror=sys.argv[3], retry_delay=0))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import Irv2Error
+from ..errors import Irv2Error
+from ..spec import BACKENDS, DEFAULT_MAX_PIXELS, EXPORT_FORMATS, INTERPOLATIONS, RESIZE_MODES, SPEC
+from ..version import __version__
 from .signals import exit_status, stop_on_signals
-from .spec import BACKENDS, DEFAULT_MAX_PIXELS, EXPORT_FORMATS, INTERPOLATIONS, RESIZE_MODES, SPEC
 
 
 class Irv2Group(click.Group):
@@ -133,15 +133,15 @@ def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, g
         raise click.UsageError("--resume and --overwrite need --output.")
     if output is not None and fmt == "table":
         raise click.UsageError("--output writes csv, jsonl or json; the table is for stdout.")
-    from .preload import start_loading
+    from ..pipeline.preload import start_loading
 
     # A resumed run may have nothing left to do: it loads the engine only when it must.
     engine = None if resume else start_loading(weights, backend, quiet)
-    from .decoding import DecodeLimits, DecodePool
+    from ..inputs.decoding import DecodeLimits, DecodePool
 
     limits = DecodeLimits(decode_memory, decode_timeout)
     decoders = None if resume else DecodePool(decoding_workers(inputs, workers), limits)
-    from .runner import PredictRun
+    from ..pipeline.run import PredictRun
 
     run = PredictRun(
         inputs=inputs, top_k=top_k, weights=weights, fmt=fmt or ("table" if output is None
@@ -163,7 +163,7 @@ def predict(inputs, top_k, weights, fmt, output, resume, overwrite, recursive, g
 def decoding_workers(inputs: tuple[str, ...], workers: int | None) -> int:
     """``--workers``, else one per core (at least two), but no more than a list of plain
     files needs: one photo starts one worker, which costs the first answer least."""
-    from .decoding import default_workers
+    from ..inputs.decoding import default_workers
 
     count = workers or default_workers()
     if not any(os.path.isdir(path) for path in inputs):
@@ -186,8 +186,8 @@ def download_weights(include_top, mirror, from_file, force):
     Reuses a verified copy from Keras's cache (~/.keras/models) when there is one.
     The cache is $IRV2_HOME, else the platform's user cache directory.
     """
+    from ..store.weights import ensure_weights, install_from_file
     from .render import download_progress, stderr_console
-    from .weights import ensure_weights, install_from_file
 
     weight_file = SPEC.weights(include_top)
     console = stderr_console()
@@ -226,7 +226,7 @@ def export(fmt, output, weights, include_top, pooling, force):
     """
     if include_top and pooling is not None:
         raise click.UsageError("--pooling applies only without the top: add --no-top.")
-    from .export import export_model
+    from ..export.formats import export_model
     from .render import download_progress, stderr_console
 
     console = stderr_console()
@@ -276,7 +276,7 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
     """
     from rich.console import Console
 
-    from .bench import run_benchmark
+    from ..bench.harness import run_benchmark
     from .render import benchmark_table, cold_start_table, stderr_console
 
     if large <= small:

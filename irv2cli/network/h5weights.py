@@ -18,8 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import WeightsError
-from .weights import official_file
+from ..errors import WeightsError
+from ..store.weights import official_file
 
 LayerWeights = tuple[str, list[np.ndarray]]
 Layout = list[tuple[str, list[tuple[int, ...]]]]

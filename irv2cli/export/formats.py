@@ -17,10 +17,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .errors import ExportError
-from .spec import EXPORT_FORMATS, SPEC
-from .weights import Progress, ensure_weights, file_md5
+from ..errors import ExportError
+from ..spec import EXPORT_FORMATS, SPEC
+from ..store.weights import Progress, ensure_weights, file_md5
+from ..version import __version__
 
 CONTRACT_SUFFIX = ".preprocessing.json"
 CONTRACT_IN_FOLDER = "preprocessing.json"
@@ -80,8 +80,8 @@ def export_model(fmt: str, output: str | os.PathLike, weights: str | os.PathLike
     _check_targets(fmt, targets, force)
     openvino = _import_openvino() if fmt == "openvino" else None
 
-    from .h5weights import load_weights
-    from .model import build_model
+    from ..network.h5weights import load_weights
+    from ..network.model import build_model
 
     weight_file = SPEC.weights(include_top)
     weights_path = (ensure_weights(include_top, progress=progress) if weights is None
@@ -160,7 +160,7 @@ def _batch_shape(dims) -> list[int | str]:
 def _write_onnx(model, path: Path) -> tuple[TensorInfo, TensorInfo]:
     import onnx
 
-    from .onnx_export import export_onnx
+    from .onnx_graph import export_onnx
 
     export_onnx(model, path)
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -178,7 +178,7 @@ def _write_onnx(model, path: Path) -> tuple[TensorInfo, TensorInfo]:
 
 def _write_openvino(model, path: Path, openvino) -> tuple[TensorInfo, TensorInfo]:
     """Through ONNX: our exporter, then OpenVINO's ONNX frontend; weights stay float32."""
-    from .onnx_export import export_onnx
+    from .onnx_graph import export_onnx
 
     intermediate = export_onnx(model, path.with_name(f".{path.stem}.intermediate.onnx"))
     converted = openvino.convert_model(intermediate)
@@ -223,14 +223,15 @@ _USAGE = {
     "openvino": "openvino.Core().compile_model(PATH)({{'{input}': x}})[0]",
     "savedmodel": ("tf.saved_model.load(PATH).signatures['" + SERVING_SIGNATURE
                    + "']({input}=x)['{output}']"),
-    "keras": ("import irv2cli.model (it registers the custom layer irv2cli>ScaledResidual), "
+    "keras": ("import irv2cli.network.model (it registers the custom layer "
+              "irv2cli>ScaledResidual), "
               "then keras.saving.load_model(PATH)(x)"),
 }
 
 
 def _output_meaning(include_top: bool, pooling: str | None, shape: list) -> dict:
     if include_top:
-        from .labels import class_index_path
+        from ..results.labels import class_index_path
 
         class_index = class_index_path()
         return {

@@ -41,18 +41,18 @@ from onnxruntime.capi.onnxruntime_pybind11_state import (
     NoSuchFile,
 )
 
-from . import __version__
-from .errors import EngineError, WeightsError
-from .locks import POLL_S, cache_lock, check_abandoned
-from .spec import SPEC
-from .weights import cache_dir, official_file
+from ..errors import EngineError, WeightsError
+from ..spec import SPEC
+from ..store.locks import POLL_S, cache_lock, check_abandoned
+from ..store.weights import cache_dir, official_file
+from ..version import __version__
 
 LOAD_ERRORS = (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile)
 Notify = Callable[[str], None]
 
 CHECKSUM = "xxh3_128"
 READ_CHUNK = 256 * 1024
-BUILD_CHILD = "from irv2cli.runtime import build_child_main; build_child_main()"
+BUILD_CHILD = "from irv2cli.engines.onnx_runtime import build_child_main; build_child_main()"
 
 
 @cache
@@ -114,9 +114,9 @@ class OnnxEngine:
 def build_artifact(weights: Path, out: Path) -> Path:
     """Export ``weights`` to ONNX and write ONNX Runtime's optimisation of it for this
     machine to ``out``. Needs TensorFlow; scratch files go beside ``out`` and are removed."""
-    from .h5weights import load_weights
-    from .model import build_model
-    from .onnx_export import export_onnx
+    from ..export.onnx_graph import export_onnx
+    from ..network.h5weights import load_weights
+    from ..network.model import build_model
 
     model = build_model()
     load_weights(model, weights)
@@ -145,7 +145,7 @@ def load_onnx_engine(weights: Path, notify: Notify = lambda message: None) -> On
     if engine is not None:
         _remove_stale_builds_if_free(target)
         return engine
-    from .h5weights import check_weights_file
+    from ..network.h5weights import check_weights_file
 
     check_weights_file(weights)
     with cache_lock(_lock_path(target), "another irv2 process building the fast runtime",

@@ -13,17 +13,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from .batch import decoded_batches
+from ..cli.render import TableWriter, download_progress, run_progress, stderr_console
+from ..cli.signals import exit_status
+from ..engines.base import Engine
+from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
+from ..inputs.images import Preprocessing
+from ..inputs.paths import InputSelection, iter_image_paths, path_key
+from ..results.files import open_results, output_format
+from ..results.writers import WRITERS, Output, StdoutStream, shown
+from ..spec import SPEC
+from .batches import decoded_batches
 from .classifier import Classifier, Record
-from .decoding import DecodeLimits, DecodePool, default_workers
-from .engines import Engine
-from .images import Preprocessing
-from .inputs import InputSelection, iter_image_paths, path_key
-from .output import WRITERS, Output, StdoutStream, shown
-from .render import TableWriter, download_progress, run_progress, stderr_console
-from .results import open_results, output_format
-from .signals import exit_status
-from .spec import SPEC
 
 EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
 
@@ -74,8 +74,8 @@ class PredictRun:
     def _engine(self, console: Console) -> Engine:
         if self.engine is not None:
             return self.engine.result()
-        from .engines import load_engine
-        from .weights import ensure_weights
+        from ..engines.base import load_engine
+        from ..store.weights import ensure_weights
 
         def notify(message: str) -> None:
             if not self.quiet:

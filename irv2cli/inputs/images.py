@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
-from .spec import DEFAULT_MAX_PIXELS, INTERPOLATIONS, RESIZE_MODES, SPEC
+from ..errors import ImageError
+from ..spec import DEFAULT_MAX_PIXELS, INTERPOLATIONS, RESIZE_MODES, SPEC
 
 if TYPE_CHECKING:
     import numpy as np

@@ -17,8 +17,8 @@ import sys
 from abc import ABC, abstractmethod
 from typing import BinaryIO, TextIO
 
-from .classifier import Record
-from .errors import OutputError
+from ..errors import OutputError
+from ..pipeline.classifier import Record
 
 FORMATS = ("json", "jsonl", "csv")
 CSV_FIELDS = ("path", "rank", "index", "wnid", "label", "score", "error")

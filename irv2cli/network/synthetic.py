@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .spec import SPEC
+from ..spec import SPEC
 
 
 def randomize(model, seed: int = 0) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from .errors import DownloadError
+from ..errors import DownloadError
+from ..spec import SPEC, WeightFile
 from .locks import Notify, cache_lock
-from .spec import SPEC, WeightFile
 
 Progress = Callable[[int, "int | None"], None]
 """Called as ``progress(bytes_done, bytes_total_or_None)`` while a file is fetched."""

@@ -8,8 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import EngineError
-from .spec import BACKENDS
+from ..errors import EngineError
+from ..spec import BACKENDS
 
 
 class Engine(Protocol):
@@ -28,8 +28,8 @@ class KerasEngine:
     def __init__(self, weights: str | Path):
         import tensorflow as tf
 
-        from .h5weights import load_weights
-        from .model import build_model
+        from ..network.h5weights import load_weights
+        from ..network.model import build_model
 
         self.model = build_model()
         load_weights(self.model, weights)
@@ -46,7 +46,7 @@ class KerasEngine:
 def finite_scores(probabilities: np.ndarray) -> np.ndarray:
     """``probabilities``, if all are finite: NaN or infinity means the engine is broken."""
     if not np.isfinite(probabilities).all():
-        from .weights import cache_dir
+        from ..store.weights import cache_dir
 
         raise EngineError(
             f"the engine returned NaN or infinite scores for a batch of {len(probabilities)} "
@@ -64,6 +64,6 @@ def load_engine(weights: str | Path, backend: str = "auto",
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if backend == "keras":
         return KerasEngine(weights)
-    from .runtime import load_onnx_engine
+    from .onnx_runtime import load_onnx_engine
 
     return load_onnx_engine(Path(weights), notify)

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Irv2Error
-from .spec import SPEC
+from ..errors import Irv2Error
+from ..spec import SPEC
 
 SAMPLE_SOURCES = ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")
 PHONE_PHOTO_SIZE = (4032, 3024)  # 12 megapixels, as most phones take them
@@ -131,7 +131,7 @@ def _command(pipeline: str, folder: Path, weights: Path, batch_size: int,
                 str(weights), "--output", str(output), "--overwrite", "--quiet",
                 "--batch-size", str(batch_size), *keras_exact,
                 "--backend", pipeline.split()[1].rstrip(",")]
-    return [sys.executable, "-m", "irv2cli.bench", "keras-loop", str(folder), str(weights),
+    return [sys.executable, "-m", "irv2cli.bench.harness", "keras-loop", str(folder), str(weights),
             str(batch_size), str(output)]
 
 
@@ -160,7 +160,7 @@ def keras_loop(folder: Path, weights: Path, batch_size: int, output: Path) -> No
     import keras
     import numpy as np
 
-    from .labels import decode_top_k
+    from ..results.labels import decode_top_k
 
     model = keras.applications.InceptionResNetV2(weights=str(weights))
     paths = sorted(folder.iterdir())
@@ -183,7 +183,7 @@ def keras_recipe(weights: Path, image: Path) -> None:
     the class index, so the shipped copy decodes.)"""
     import keras
 
-    from .labels import decode_top_k
+    from ..results.labels import decode_top_k
 
     model = keras.applications.InceptionResNetV2(weights=str(weights))
     x = keras.utils.img_to_array(keras.utils.load_img(image, target_size=(299, 299)))
@@ -200,8 +200,8 @@ def cold_starts(weights: Path, image: Path, env: dict[str, str], runs: int) -> l
     shutil.copy(weights, installed)
     commands = {
         "irv2 predict (onnx)": [sys.executable, "-m", "irv2cli", "predict", str(image)],
-        "Keras recipe": [sys.executable, "-m", "irv2cli.bench", "keras-recipe", str(weights),
-                         str(image)],
+        "Keras recipe": [sys.executable, "-m", "irv2cli.bench.harness", "keras-recipe",
+                         str(weights), str(image)],
     }
     subprocess.run(commands["irv2 predict (onnx)"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # builds the artifact
@@ -226,7 +226,7 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
         if weights is None:
             progress("generating random weights...")
             weights = scratch / "weights.h5"
-            subprocess.run([sys.executable, "-m", "irv2cli.bench", "random-weights",
+            subprocess.run([sys.executable, "-m", "irv2cli.bench.harness", "random-weights",
                             str(weights)], env=env, check=True, stderr=subprocess.DEVNULL)
         sources = [samples / name for name in SAMPLE_SOURCES if (samples / name).exists()]
         progress("measuring cold starts...")
@@ -272,7 +272,7 @@ def _main() -> None:
     elif args.role == "keras-recipe":
         keras_recipe(args.weights, args.image)
     else:
-        from .synthetic import write_random_weights
+        from ..network.synthetic import write_random_weights
 
         write_random_weights(args.path)
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decoding import DecodePool, Outcome
-from .images import Preprocessing, to_input
-from .spec import SPEC
+from ..inputs.decoding import DecodePool, Outcome
+from ..inputs.images import Preprocessing, to_input
+from ..spec import SPEC
 
 Submit = Callable[[str], "Future[Outcome]"]
 """Starts decoding one path; the future's result is a ``Decoded`` or an error message."""

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import pebble
 from pebble import ProcessExpired, ProcessPool
 
-from .errors import ImageError
+from ..errors import ImageError
 from .images import Preprocessing, prepare, register_heif
 
 if TYPE_CHECKING:

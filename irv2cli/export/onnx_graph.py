@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .model import ScaledResidual
+from ..network.model import ScaledResidual
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "logits", "features")

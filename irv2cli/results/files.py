@@ -24,11 +24,11 @@ from itertools import groupby
 from pathlib import Path
 from typing import BinaryIO
 
-from .classifier import Record
-from .errors import OutputError
-from .inputs import path_key
+from ..errors import OutputError
+from ..inputs.paths import path_key
+from ..pipeline.classifier import Record
 from .labels import Prediction
-from .output import (
+from .writers import (
     CSV_FIELDS,
     CSV_HEADER,
     ENCODING,

@@ -19,8 +19,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .classifier import Record
-from .output import RecordWriter, shown
+from ..pipeline.classifier import Record
+from ..results.writers import RecordWriter, shown
 
 
 def stderr_console() -> Console:
@@ -89,7 +89,7 @@ class TableWriter(RecordWriter):
 def benchmark_table(results: list) -> Table:
     """``bench.Summary`` rows; top-5 agreement is against the first plain-Keras row (not for
     rows with irv2's default preprocessing, which differs from Keras's on purpose)."""
-    from .bench import DEFAULT_PREPROCESSING
+    from ..bench.harness import DEFAULT_PREPROCESSING
 
     reference = next((m.top5 for m in results if m.pipeline == "keras"), None)
     table = Table(title="folder classification (marginal img/s, start-up excluded; median)")

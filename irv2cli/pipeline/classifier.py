@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .batch import Batch, decoded_batches
-from .decoding import DecodeLimits, DecodePool, default_workers
-from .images import Preprocessing, load_input
-from .labels import Prediction, decode_top_k
-from .spec import DEFAULT_MAX_PIXELS, SPEC
+from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
+from ..inputs.images import Preprocessing, load_input
+from ..results.labels import Prediction, decode_top_k
+from ..spec import DEFAULT_MAX_PIXELS, SPEC
+from .batches import Batch, decoded_batches
 
 if TYPE_CHECKING:
-    from .engines import Engine
+    from ..engines.base import Engine
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class Classifier:
                      **options) -> Classifier:
         """Load an engine (see ``engines.load_engine``) for ``weights`` (default: the
         official file, fetched if missing); ``options`` are the dataclass fields."""
-        from .engines import load_engine
-        from .weights import ensure_weights
+        from ..engines.base import load_engine
+        from ..store.weights import ensure_weights
 
         return cls(load_engine(weights or ensure_weights(), backend), **options)
 
@@ -82,7 +82,7 @@ class Classifier:
     def classify_arrays(self, inputs: np.ndarray) -> list[list[Prediction]]:
         """Top-k for a preprocessed batch (N, 299, 299, 3) in [-1, 1]; an engine that
         returns NaN or infinity raises ``EngineError``."""
-        from .engines import finite_scores
+        from ..engines.base import finite_scores
 
         probabilities = finite_scores(self.engine(np.asarray(inputs, dtype=np.float32)))
         return [decode_top_k(p, self.top_k) for p in probabilities]

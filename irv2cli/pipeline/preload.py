@@ -18,12 +18,12 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-from .spec import SPEC
-from .weights import cached_weights_path
+from ..spec import SPEC
+from ..store.weights import cached_weights_path
 
 
 def _load(weights: Path, backend: str, quiet: bool):
-    from .engines import load_engine
+    from ..engines.base import load_engine
 
     def notify(message: str) -> None:
         if not quiet:

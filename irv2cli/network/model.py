@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .spec import SPEC
+from ..spec import SPEC
 
 
 @keras.saving.register_keras_serializable(package="irv2cli")

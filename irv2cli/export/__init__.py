@@ -1,0 +1,1 @@
+"""Export: Keras -> ONNX and the other formats, with the preprocessing contract. Imports Keras."""
