@@ -14,7 +14,7 @@ _EXPORTS = {
     "build_model": "network.model",
     "load_weights": "network.h5weights",
     "Classifier": "pipeline.classifier",
-    "Record": "pipeline.classifier",
+    "Record": "results.records",
     "Prediction": "results.labels",
     "ensure_weights": "store.weights",
     "SPEC": "spec",
@@ -25,8 +25,9 @@ __all__ = ["SPEC", "Classifier", "Prediction", "Record", "__version__", "build_m
 if TYPE_CHECKING:
     from .network.h5weights import load_weights
     from .network.model import build_model
-    from .pipeline.classifier import Classifier, Record
+    from .pipeline.classifier import Classifier
     from .results.labels import Prediction
+    from .results.records import Record
     from .spec import SPEC
     from .store.weights import ensure_weights
 

@@ -24,10 +24,10 @@ from support import copies, predict
 from irv2cli.engines import base as engines
 from irv2cli.errors import WeightsError
 from irv2cli.inputs.paths import path_key
-from irv2cli.pipeline.classifier import Record
 from irv2cli.results import files as results
 from irv2cli.results.files import scan_results
 from irv2cli.results.labels import Prediction
+from irv2cli.results.records import Record
 from irv2cli.results.writers import CsvWriter
 
 ROOT = os.geteuid() == 0 and sys.platform.startswith("linux")

@@ -19,7 +19,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ..pipeline.classifier import Record
+from ..results.records import Record
 from ..results.writers import RecordWriter, shown
 
 

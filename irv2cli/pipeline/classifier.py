@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,29 +14,12 @@ import numpy as np
 from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
 from ..inputs.images import Preprocessing, load_input
 from ..results.labels import Prediction, decode_top_k
+from ..results.records import Record
 from ..spec import DEFAULT_MAX_PIXELS, SPEC
 from .batches import Batch, decoded_batches
 
 if TYPE_CHECKING:
     from ..engines.base import Engine
-
-
-@dataclass(frozen=True)
-class Record:
-    """The answer for one input: its top-k predictions, or why it could not be classified.
-
-    ``warnings`` are what the image's decoder warned about (corrupt metadata, a short
-    read); they are shown on request and are not part of the written record.
-    """
-
-    path: str
-    predictions: list[Prediction] = field(default_factory=list)
-    error: str | None = None
-    warnings: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "predictions": [asdict(p) for p in self.predictions],
-                "error": self.error}
 
 
 @dataclass

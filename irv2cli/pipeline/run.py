@@ -20,10 +20,11 @@ from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
 from ..inputs.images import Preprocessing
 from ..inputs.paths import InputSelection, iter_image_paths, path_key
 from ..results.files import open_results, output_format
+from ..results.records import Record
 from ..results.writers import WRITERS, Output, StdoutStream, shown
 from ..spec import SPEC
 from .batches import decoded_batches
-from .classifier import Classifier, Record
+from .classifier import Classifier
 
 EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
 

@@ -26,8 +26,8 @@ from typing import BinaryIO
 
 from ..errors import OutputError
 from ..inputs.paths import path_key
-from ..pipeline.classifier import Record
 from .labels import Prediction
+from .records import Record
 from .writers import (
     CSV_FIELDS,
     CSV_HEADER,

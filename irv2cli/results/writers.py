@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from typing import BinaryIO, TextIO
 
 from ..errors import OutputError
-from ..pipeline.classifier import Record
+from .records import Record
 
 FORMATS = ("json", "jsonl", "csv")
 CSV_FIELDS = ("path", "rank", "index", "wnid", "label", "score", "error")
