@@ -43,6 +43,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import (
 
 from ..errors import EngineError, WeightsError
 from ..spec import SPEC
+from ..store.atomic import place
 from ..store.locks import POLL_S, cache_lock, check_abandoned
 from ..store.weights import cache_dir, official_file
 from ..version import __version__
@@ -239,24 +240,12 @@ def _build(weights: Path, target: Path) -> None:
 
 
 def _place(built: Path, target: Path, scratch: Path) -> None:
-    """Move ``built`` to ``target``, then record its checksum. Each step is durable before
-    the next, so a crash leaves no checksum (rebuilt next time) or a pair that matches."""
-    _fsync(built)
-    os.replace(built, target)
-    _fsync(target.parent)
+    """Put ``built`` in place, then record its checksum. Each step is durable before the
+    next, so a crash leaves no checksum (rebuilt next time) or a pair that matches."""
+    place(built, target)
     record = scratch / "checksum"
     record.write_text(f"{CHECKSUM} {file_checksum(target)}\n")
-    _fsync(record)
-    os.replace(record, checksum_path(target))
-    _fsync(target.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    place(record, checksum_path(target))
 
 
 def _run_build_child(weights: Path, scratch: Path) -> Path:

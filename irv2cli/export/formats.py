@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import ExportError
 from ..spec import EXPORT_FORMATS, SPEC
+from ..store.atomic import place
 from ..store.weights import Progress, ensure_weights, file_md5
 from ..version import __version__
 
@@ -139,7 +140,7 @@ def _move_into_place(staged: Path, target: Path, scratch: Path) -> None:
     """Move ``staged`` onto ``target``; an old ``target`` goes into ``scratch`` (deleted later)."""
     if target.exists() or target.is_symlink():
         os.replace(target, scratch / f".replaced-{target.name}")
-    os.replace(staged, target)
+    place(staged, target)
 
 
 def _import_openvino():

@@ -13,13 +13,10 @@ once serialized (about 0.45 GB for this network), far below a TensorFlow-graph r
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import keras
 import numpy as np
@@ -27,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..network.model import ScaledResidual
+from ..store.atomic import atomic_file
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "logits", "features")
@@ -59,26 +57,9 @@ def export_onnx(model: keras.Model, path: str | os.PathLike, opset: int = DEFAUL
     graph = _Converter(model, _GraphWriter()).convert().to_proto(model.name)
     onnx_model = helper.make_model(graph, producer_name="irv2cli", ir_version=IR_VERSION,
                                    opset_imports=[helper.make_opsetid("", opset)])
-    with _atomic_file(path) as stream:
+    with atomic_file(path) as stream:
         stream.write(onnx_model.SerializeToString())
     return path
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A temporary file next to ``path``, moved onto it only if the block succeeds."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
 
 
 class _GraphWriter:

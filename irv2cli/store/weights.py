@@ -21,6 +21,7 @@ from platformdirs import user_cache_dir
 
 from ..errors import DownloadError
 from ..spec import SPEC, WeightFile
+from .atomic import place
 from .locks import Notify, cache_lock
 
 Progress = Callable[[int, "int | None"], None]
@@ -78,7 +79,7 @@ def _verify_and_place(part: Path, target: Path, expected_md5: str, source: str) 
             f"{source}: MD5 mismatch for {target.name}: expected {expected_md5}, got {got}. "
             "Nothing was kept; the file is corrupt or not the official one."
         )
-    os.replace(part, target)
+    place(part, target)
     return target
 
 
