@@ -1,10 +1,40 @@
-"""The library's errors: each message says what went wrong and what to do next."""
+"""The library's errors: each says what went wrong, and its hint says what to do next.
+
+Messages speak the library's language. A ``Hint`` names the remedy; its value is the
+advice for a Python caller, and the CLI turns it into flag advice in one place
+(``irv2cli.cli.advice``), so no library message names a command-line flag.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class Hint(Enum):
+    """A remedy the caller can apply; the value is how a Python caller applies it."""
+
+    RESUME_OR_OVERWRITE = "resume=True continues that run; overwrite=True replaces it"
+    RESUME = "then resume the run (resume=True)"
+    OTHER_OUTPUT = "choose another output path"
+    NAME_FORMAT = "use a known extension, or name the format (fmt=...)"
+    SAME_TOP_K = "use the same top_k, or another output path"
+    REPLACE = "force=True replaces it"
+    REFETCH_WEIGHTS = "fetch a fresh copy (ensure_weights(force=True))"
+    MATCHING_WEIGHTS = "use weights of the matching kind (include_top)"
+    MIRROR = ("set IRV2_MIRROR to a base URL that serves the same file name, or install a "
+              "copy obtained elsewhere (install_from_file)")
+
 
 class Irv2Error(Exception):
-    """Base class for every error irv2cli raises on purpose."""
+    """Base class for every error irv2cli raises on purpose: ``message`` says what went
+    wrong, ``hint`` (if any) what to do next."""
+
+    def __init__(self, message: str, hint: Hint | None = None):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message}; {self.hint.value}."
 
 
 class ImageError(Irv2Error):
