@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from http_server import Cut, Seen, Serve, Status, WeightsServer, running_server
 
 from irv2cli.cli.main import cli
-from irv2cli.errors import DownloadError
+from irv2cli.errors import DownloadError, Hint
 from irv2cli.spec import KERAS_BASE_URL, SPEC, WeightFile
 from irv2cli.store import weights
 from irv2cli.store.weights import (
@@ -179,7 +179,8 @@ def test_not_found_fails_at_once_naming_the_url_and_the_remedies(server, weight_
     message = str(raised.value)
     assert f"{server.base_url}{FILENAME}" in message
     assert "HTTP 404" in message
-    assert "--mirror" in message and "--from-file" in message
+    assert raised.value.hint is Hint.MIRROR and "IRV2_MIRROR" in message
+    assert "--" not in message  # the library's words; the CLI's advice names the flags
     assert len(server.requests) == 1 and sleeps == []
     assert cache_listing(weight_file) == []
 
@@ -225,7 +226,7 @@ def test_offline_gives_up_after_retries_naming_the_url_and_the_remedies(
     message = str(raised.value)
     assert message.startswith(f"Could not download {refused_url}{FILENAME}: ")
     assert "refused" in message and "(after 3 attempts)" in message
-    assert "--mirror" in message and "IRV2_MIRROR" in message and "--from-file" in message
+    assert raised.value.hint is Hint.MIRROR and "IRV2_MIRROR" in message
     assert sleeps == [0, 0]
     assert cache_listing(weight_file) == []
 
@@ -434,3 +435,14 @@ def test_cli_offline_explains_what_to_do(refused_url, fake_spec, sleeps):
     assert "--mirror" in error and "--from-file" in error
     assert "Traceback" not in result.output
     assert len(sleeps) == 3  # the default three retries, not slept here
+
+
+def test_cli_advice_names_the_flags_that_fix_an_unreachable_server(server, fake_spec, sleeps):
+    server.files.clear()
+
+    result = invoke("--mirror", server.base_url)
+
+    assert result.exit_code == 1
+    assert "HTTP 404" in result.stderr
+    assert "--mirror URL" in result.stderr and "--from-file PATH" in result.stderr
+    assert "install_from_file" not in result.stderr

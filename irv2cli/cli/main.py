@@ -11,6 +11,7 @@ import click
 from ..errors import Irv2Error
 from ..spec import BACKENDS, DEFAULT_MAX_PIXELS, EXPORT_FORMATS, INTERPOLATIONS, RESIZE_MODES, SPEC
 from ..version import __version__
+from .advice import user_message
 from .signals import exit_status, stop_on_signals
 
 
@@ -22,7 +23,7 @@ class Irv2Group(click.Group):
         try:
             return super().invoke(ctx)
         except Irv2Error as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(user_message(exc)) from None
         except KeyboardInterrupt as exc:
             raise click.exceptions.Exit(exit_status(exc)) from None
 

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ExportError
+from ..errors import ExportError, Hint
 from ..spec import EXPORT_FORMATS, SPEC
 from ..store.atomic import place
 from ..store.weights import Progress, ensure_weights, file_md5
@@ -73,7 +73,7 @@ def export_model(fmt: str, output: str | os.PathLike, weights: str | os.PathLike
         raise ExportError(
             f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
     if include_top and pooling is not None:
-        raise ExportError("--pooling applies only without the top: add --no-top.")
+        raise ExportError("pooling applies only to the feature extractor (include_top=False).")
     artifacts = artifact_paths(fmt, output)
     contract = contract_path(fmt, artifacts[0])
     # A SavedModel's contract lives in its folder and moves with it.
@@ -125,15 +125,14 @@ def _check_targets(fmt: str, targets: list[Path], force: bool) -> None:
         if not (target.exists() or target.is_symlink()):
             continue
         if not force:
-            raise ExportError(f"{target} already exists; pass --force to replace it.")
+            raise ExportError(f"{target} already exists", Hint.REPLACE)
         if target.is_dir() and not target.is_symlink():
             if fmt != "savedmodel":
-                raise ExportError(f"{target} is a folder; choose another --output.")
+                raise ExportError(f"{target} is a folder", Hint.OTHER_OUTPUT)
             if any(target.iterdir()) and not (target / "saved_model.pb").is_file():
                 raise ExportError(
-                    f"{target} is a folder that holds no SavedModel; it is not replaced even "
-                    "with --force. Choose another --output."
-                )
+                    f"{target} is a folder that holds no SavedModel, so it is not replaced "
+                    "even when forced", Hint.OTHER_OUTPUT)
 
 
 def _move_into_place(staged: Path, target: Path, scratch: Path) -> None:

@@ -185,7 +185,7 @@ def _outcome(task: Future, path: str, limits: DecodeLimits) -> Outcome:
         result = task.result()
     except FutureTimeout:
         return (f"{path}: decoding took longer than {limits.timeout:g} s, so it was stopped; "
-                "raise --decode-timeout if the file is just large.")
+                "raise the time limit (decode-timeout) if the file is just large.")
     except ProcessExpired as exc:
         return f"{path}: {_expiry_reason(exc.exitcode)}; the file is probably corrupt or hostile."
     except Exception as exc:  # the pool itself failed: still only this file's outcome
@@ -269,8 +269,8 @@ def _decode_file(path: str, preprocessing: Preprocessing) -> _RawPixels | str:
             return str(exc)
         except MemoryError:
             limit = format_bytes(_memory_limit) if _memory_limit else "the available memory"
-            return (f"{path}: decoding needed more than {limit}; raise --decode-memory if "
-                    "you trust this file.")
+            return (f"{path}: decoding needed more than {limit}; raise the memory limit "
+                    "(decode-memory) if you trust this file.")
         except Exception as exc:
             return f"{path}: the decoder failed ({type(exc).__name__}: {exc})."
     return _RawPixels(image.tobytes(), image.width, image.height, tuple(caught))

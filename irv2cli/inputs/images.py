@@ -119,8 +119,8 @@ def open_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
             if max_pixels is not None and image.width * image.height > max_pixels:
                 raise ImageError(
                     f"{path}: {image.width}x{image.height} pixels exceeds the limit of "
-                    f"{max_pixels:,}; raise it with --max-pixels if you trust this file."
-                )
+                    f"{max_pixels:,}; raise the pixel limit (max-pixels) if you trust this "
+                    "file.")
             if draft is not None and draft.reduced_decode:
                 image.draft(image.mode, draft.draft_size(image.size))
             image.load()
@@ -134,8 +134,8 @@ def open_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read.") from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: refused as a decompression bomb ({exc}); raise "
-                         "--max-pixels if you trust this file.") from None
+        raise ImageError(f"{path}: refused as a decompression bomb ({exc}); raise the "
+                         "pixel limit (max-pixels) if you trust this file.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot decode the image ({exc}).") from None
 

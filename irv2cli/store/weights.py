@@ -19,7 +19,7 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from ..errors import DownloadError
+from ..errors import DownloadError, Hint
 from ..spec import SPEC, WeightFile
 from .atomic import place
 from .locks import Notify, cache_lock
@@ -138,11 +138,8 @@ def _fetch_into(url: str, part: Path, progress: Progress | None, timeout: float)
 
 def _unreachable(url: str, reason: object) -> DownloadError:
     return DownloadError(
-        f"Could not download {url}: {reason}. If this machine cannot reach that server, "
-        "set IRV2_MIRROR (or pass `irv2 download-weights --mirror URL`) to a base URL that "
-        "serves the same file name, or fetch the file elsewhere and run "
-        "`irv2 download-weights --from-file PATH`."
-    )
+        f"Could not download {url}: {reason}. If this machine cannot reach that server",
+        Hint.MIRROR)
 
 
 def download(weight_file: WeightFile, mirror: str | None = None, force: bool = False,

@@ -1,0 +1,26 @@
+"""The library's hints as command-line advice: the one place that names flags in errors."""
+
+from __future__ import annotations
+
+from ..errors import Hint, Irv2Error
+
+FLAG_ADVICE = {
+    Hint.RESUME_OR_OVERWRITE: "pass --resume to continue that run, or --overwrite to replace it",
+    Hint.RESUME: "then run the same command with --resume",
+    Hint.OTHER_OUTPUT: "choose another --output",
+    Hint.NAME_FORMAT: "use a known extension, or pass --format",
+    Hint.SAME_TOP_K: "run with the same -k, or write to another --output",
+    Hint.REPLACE: "pass --force to replace it",
+    Hint.REFETCH_WEIGHTS: "run `irv2 download-weights --force` to fetch a fresh copy",
+    Hint.MATCHING_WEIGHTS: "use weights of the matching kind (--include-top/--no-top)",
+    Hint.MIRROR: ("set IRV2_MIRROR (or pass `irv2 download-weights --mirror URL`) to a base "
+                  "URL that serves the same file name, or fetch the file elsewhere and run "
+                  "`irv2 download-weights --from-file PATH`"),
+}
+
+
+def user_message(error: Irv2Error) -> str:
+    """``error``'s message with its hint given as command-line advice."""
+    if error.hint is None:
+        return error.message
+    return f"{error.message}; {FLAG_ADVICE[error.hint]}."
