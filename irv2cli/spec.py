@@ -21,6 +21,10 @@ class WeightFile:
 
 
 BACKENDS = ("auto", "onnx", "keras")
+# The engines' named outputs: class probabilities (N, 1000), and the features that feed
+# the classifier (N, 1536), the global average pooling of the last convolution.
+PROBABILITIES = "probabilities"
+FEATURES = "features"
 EXPORT_FORMATS = ("onnx", "openvino", "savedmodel", "keras")
 RESIZE_MODES = ("center-crop", "squash")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")

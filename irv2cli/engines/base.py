@@ -1,4 +1,4 @@
-"""Engines run the network: a float32 batch (N, 299, 299, 3) in [-1, 1] -> probabilities."""
+"""Engines run the network: a float32 batch (N, 299, 299, 3) in [-1, 1] -> named outputs."""
 
 from __future__ import annotations
 
@@ -8,52 +8,43 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import EngineError
-from ..spec import BACKENDS
+from ..errors import EngineError, Hint
+from ..spec import BACKENDS, PROBABILITIES
+
+Outputs = dict[str, np.ndarray]
 
 
 class Engine(Protocol):
-    """Anything that maps a preprocessed batch to class probabilities (N, 1000)."""
+    """Anything that maps a preprocessed batch to its named outputs: ``probabilities``
+    (N, 1000) and ``features`` (N, 1536), or ``features`` alone for notop weights.
+    ``outputs`` names what it gives."""
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+    outputs: tuple[str, ...]
 
-
-class KerasEngine:
-    """The reference: the Keras model, called through one traced function.
-
-    The function is traced once for any batch size, so neither a new batch size nor a
-    last short batch triggers a retrace.
-    """
-
-    def __init__(self, weights: str | Path):
-        import tensorflow as tf
-
-        from ..network.h5weights import load_weights
-        from ..network.model import build_model
-
-        self.model = build_model()
-        load_weights(self.model, weights)
-        size = self.model.input_shape[1:]
-        self._forward = tf.function(
-            lambda x: self.model(x, training=False),
-            input_signature=[tf.TensorSpec((None, *size), tf.float32)],
-        )
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self._forward(batch).numpy()
+    def __call__(self, batch: np.ndarray) -> Outputs: ...
 
 
-def finite_scores(probabilities: np.ndarray) -> np.ndarray:
-    """``probabilities``, if all are finite: NaN or infinity means the engine is broken."""
-    if not np.isfinite(probabilities).all():
-        from ..store.weights import cache_dir
+def finite_scores(outputs: Outputs) -> Outputs:
+    """``outputs``, if all are finite: NaN or infinity means the engine is broken."""
+    for name, values in outputs.items():
+        if not np.isfinite(values).all():
+            from ..store.weights import cache_dir
 
-        raise EngineError(
-            f"the engine returned NaN or infinite scores for a batch of {len(probabilities)} "
-            "images, so none was recorded: the weights, or the fast runtime built from them, "
-            "are broken (not the images). Check the weights file, or delete "
-            f"{cache_dir() / 'runtime'} so that the fast runtime is rebuilt.")
-    return probabilities
+            raise EngineError(
+                f"the engine returned NaN or infinite scores ({name}) for a batch of "
+                f"{len(values)} images, so none was recorded: the weights, or the fast runtime "
+                "built from them, are broken (not the images). Check the weights file, or "
+                f"delete {cache_dir() / 'runtime'} so that the fast runtime is rebuilt.")
+    return outputs
+
+
+def class_probabilities(outputs: Outputs) -> np.ndarray:
+    """The class probabilities among an engine's ``outputs``, checked by ``finite_scores``;
+    ``EngineError`` if there are none (notop weights)."""
+    if PROBABILITIES not in outputs:
+        raise EngineError("these are feature-extractor (notop) weights: they give features, "
+                          "not classes", Hint.MATCHING_WEIGHTS)
+    return finite_scores(outputs)[PROBABILITIES]
 
 
 def load_engine(weights: str | Path, backend: str = "auto",
@@ -63,6 +54,8 @@ def load_engine(weights: str | Path, backend: str = "auto",
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if backend == "keras":
+        from .keras_engine import KerasEngine
+
         return KerasEngine(weights)
     from .onnx_runtime import load_onnx_engine
 

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..errors import ExportError
 from ..network.model import ScaledResidual
 from ..store.atomic import atomic_file
 
@@ -38,23 +39,24 @@ _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softmax": "Softmax"}
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(ExportError):
     """The model holds something this exporter cannot translate."""
 
 
 def export_onnx(model: keras.Model, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``model`` (one NHWC image input, one output) to ``path`` as an ONNX file.
+    """Write ``model`` (one NHWC image input, one or several outputs) to ``path`` as ONNX.
 
-    The graph input is ``images`` (float32, NHWC, dynamic batch). The output is
+    The graph input is ``images`` (float32, NHWC, dynamic batch). A model whose output is
+    a dict has one graph output per key, named by the key. A single output is named
     ``probabilities`` when the model ends in a softmax classifier, ``logits`` when it
-    ends in a linear Dense, and ``features`` otherwise; it has a dynamic batch too.
+    ends in a linear Dense, and ``features`` otherwise. Every output has a dynamic batch.
     The file is written to a temporary name in the same folder and then moved into
     place, so a reader never sees half a file. Raises ``OnnxExportError`` for layers
     or settings it does not know.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = _Converter(model, _GraphWriter()).convert().to_proto(model.name)
+    graph = _Converter(model).convert().to_proto(model.name)
     onnx_model = helper.make_model(graph, producer_name="irv2cli", ir_version=IR_VERSION,
                                    opset_imports=[helper.make_opsetid("", opset)])
     with atomic_file(path) as stream:
@@ -65,9 +67,9 @@ def export_onnx(model: keras.Model, path: str | os.PathLike, opset: int = DEFAUL
 class _GraphWriter:
     """Collects the nodes and initializers of the graph being built."""
 
-    def __init__(self):
+    def __init__(self, public_names: Sequence[str]):
         # The public names are reserved so that no layer can take them.
-        self._used_names: set[str] = {INPUT_NAME, *OUTPUT_NAMES}
+        self._used_names: set[str] = {INPUT_NAME, *OUTPUT_NAMES, *public_names}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
 
@@ -182,6 +184,22 @@ def _output_name(operation) -> str:
     return "features"
 
 
+def _named_outputs(model: keras.Model) -> list[tuple[str, object]]:
+    """The graph outputs and their names: a dict output's keys, or for a single output
+    its kind (see ``_output_name``)."""
+    if isinstance(model.output, dict):
+        named = list(model.output.items())
+    elif len(model.outputs) == 1:
+        (tensor,) = model.outputs
+        named = [(_output_name(tensor._keras_history.operation), tensor)]
+    else:
+        raise OnnxExportError(
+            f"{model.name}: {len(model.outputs)} outputs in a list; name them with a dict")
+    if INPUT_NAME in dict(named):
+        raise OnnxExportError(f"{model.name}: an output may not be named {INPUT_NAME!r}")
+    return named
+
+
 def _graph_nodes(model: keras.Model) -> list:
     """The model's call nodes in execution order, as Keras's own ``Function`` runs them.
 
@@ -199,14 +217,12 @@ def _graph_nodes(model: keras.Model) -> list:
 class _Converter:
     """Translates one Keras functional model, node by node, into a ``_GraphWriter``."""
 
-    def __init__(self, model: keras.Model, writer: _GraphWriter):
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise OnnxExportError(
-                f"{model.name}: expected one input and one output, got "
-                f"{len(model.inputs)} and {len(model.outputs)}"
-            )
+    def __init__(self, model: keras.Model):
+        if len(model.inputs) != 1:
+            raise OnnxExportError(f"{model.name}: expected one input, got {len(model.inputs)}")
         self.model = model
-        self.writer = writer
+        self.outputs = _named_outputs(model)
+        self.writer = _GraphWriter([name for name, _ in self.outputs])
         self.nodes = _graph_nodes(model)
         self.names: dict[int, str] = {}  # id(KerasTensor) -> ONNX tensor name
         self.folded: set[int] = set()  # id(Node) of BatchNormalizations folded into a conv
@@ -245,13 +261,12 @@ class _Converter:
                 )
             self._check_supported(node.operation)
             handler(node)
-        target = self.model.outputs[0]
-        output_name = _output_name(target._keras_history.operation)
-        self._output(target, output_name)
+        for output_name, target in self.outputs:
+            self._output(target, output_name)
         return _Graph(
             self.writer,
             [_value_info(INPUT_NAME, source.shape)],
-            [_value_info(output_name, target.shape)],
+            [_value_info(output_name, target.shape) for output_name, target in self.outputs],
         )
 
     def _input(self, tensor) -> str:

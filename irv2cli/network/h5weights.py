@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import WeightsError
 from ..store.weights import official_file
 
+KERAS3_TOP = "layers/dense"
 LayerWeights = tuple[str, list[np.ndarray]]
 Layout = list[tuple[str, list[tuple[int, ...]]]]
 """Weighted layers in file order: each layer's name and its variables' shapes."""
@@ -122,6 +123,30 @@ def check_weights_file(path: str | Path, include_top: bool = True) -> None:
             raise _unreadable(path, "no HDF5 signature")
         return  # Keras checks the layout when it loads the file
     check_layout(expected_layout(include_top), read_legacy_layout(path), str(path))
+
+
+def weights_include_top(path: str | Path) -> bool:
+    """Whether the weights file ``path`` holds the classifier too (the full network) or
+    only the feature extractor (the official notop layout). Refuses, without TensorFlow,
+    a file that fits neither, naming what does not fit."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file.")
+    if path.name.endswith(".weights.h5"):
+        return _keras3_has_top(path)
+    found = read_legacy_layout(path)
+    include_top = len(found) != len(expected_layout(False))
+    check_layout(expected_layout(include_top), found, str(path))
+    return include_top
+
+
+def _keras3_has_top(path: Path) -> bool:
+    """Keras 3 names a saved layer by its type: the top is the network's one Dense."""
+    try:
+        with h5py.File(path, "r") as f:
+            return KERAS3_TOP in f
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
 
 
 def assign_legacy_weights(model, saved: list[LayerWeights], source: str) -> None:

@@ -64,10 +64,10 @@ class Classifier:
 
     def classify_arrays(self, inputs: np.ndarray) -> list[list[Prediction]]:
         """Top-k for a preprocessed batch (N, 299, 299, 3) in [-1, 1]; an engine that
-        returns NaN or infinity raises ``EngineError``."""
-        from ..engines.base import finite_scores
+        returns NaN or infinity, or no probabilities (notop weights), raises ``EngineError``."""
+        from ..engines.base import class_probabilities
 
-        probabilities = finite_scores(self.engine(np.asarray(inputs, dtype=np.float32)))
+        probabilities = class_probabilities(self.engine(np.asarray(inputs, dtype=np.float32)))
         return [decode_top_k(p, self.top_k) for p in probabilities]
 
     def classify_batch(self, batch: Batch) -> list[Record]:

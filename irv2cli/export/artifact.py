@@ -1,0 +1,75 @@
+"""Build the fast runtime's artifact: the network with named outputs, exported to ONNX and
+optimised by ONNX Runtime for this machine. Needs TensorFlow.
+
+The engine runs it as a child process that it can stop at once:
+``python -m irv2cli.export.artifact WEIGHTS OUT REFUSAL``. A weights file that does not
+fit is refused before TensorFlow is imported: the ``WeightsError`` goes to ``REFUSAL``
+(see ``write_refusal``) and the exit status is 3. Once the weights are accepted, the
+child creates the started marker beside ``OUT``. It exits when its parent does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from ..errors import WeightsError
+from ..network.h5weights import weights_include_top
+from ..store.artifacts import started_marker
+
+
+def build_artifact(weights: Path, out: Path) -> Path:
+    """Export ``weights`` to ONNX with the outputs ``probabilities`` and ``features`` (only
+    ``features`` for notop weights) and write ONNX Runtime's optimisation of it for this
+    machine to ``out``. Scratch files go beside ``out`` and are removed."""
+    import onnxruntime as ort
+
+    from ..network.heads import load_named_outputs
+    from .onnx_graph import export_onnx
+
+    model = load_named_outputs(weights)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as scratch:
+        plain = export_onnx(model, Path(scratch) / "plain.onnx")
+        del model
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(out)
+        options.log_severity_level = 3  # its note that the result suits this machine only
+        ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
+    return out
+
+
+def build_child_main() -> None:
+    """The build child: ``build_artifact(weights, out)`` from the command line; a weights
+    file that does not fit is written to ``refusal``. It exits when its parent does."""
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    weights, out, refusal = map(Path, sys.argv[1:4])
+    try:
+        weights_include_top(weights)
+    except WeightsError as exc:
+        write_refusal(refusal, exc)
+        sys.exit(3)
+    started_marker(out).touch()
+    build_artifact(weights, out)
+
+
+def write_refusal(path: Path, error: WeightsError) -> None:
+    """Record ``error`` for the parent as JSON: its message and its hint's name (or null)."""
+    hint = None if error.hint is None else error.hint.name
+    path.write_text(json.dumps({"message": error.message, "hint": hint}))
+
+
+def _exit_with_parent() -> None:
+    """Read stdin, a pipe from the parent, until it closes: the parent finished or died.
+    (Raw reads: a daemon thread blocked in ``sys.stdin`` would abort the interpreter's exit.)"""
+    while os.read(sys.stdin.fileno(), 1024):
+        pass
+    os._exit(1)
+
+
+if __name__ == "__main__":
+    build_child_main()
