@@ -7,10 +7,10 @@ which layers are created here is part of the contract: it must match
 
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from ..spec import SPEC
+from .quiet import keras
+
+layers = keras.layers
 
 
 @keras.saving.register_keras_serializable(package="irv2cli")
