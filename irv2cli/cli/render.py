@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,6 +28,21 @@ def stderr_console() -> Console:
     """Progress, errors and summaries go here, so stdout stays clean for results. Nothing
     printed is read as markup: a file named ``[bold]a.jpg`` shows as it is named."""
     return Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def stdout_console() -> Console:
+    """Results go here: to whatever ``sys.stdout`` is at each print, so that while the run's
+    bar is live in a terminal they print above it (see ``run_progress``). No markup."""
+    return Console(markup=False)
+
+
+def stdout_is_terminal() -> bool:
+    """Whether stdout really is a terminal, not a pipe or a file (rich's ``is_terminal``
+    also says yes when ``FORCE_COLOR`` is set)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def prediction_table(record: Record) -> Table:
@@ -64,22 +80,28 @@ def download_progress(console: Console, description: str) -> Iterator:
             progress.stop()
 
 
-def run_progress(console: Console, enabled: bool) -> Progress:
-    """Images done/total, img/s, ETA and failures so far (task fields ``rate``, ``failed``)."""
+def run_progress(console: Console, enabled: bool, heading: str = "classifying") -> Progress:
+    """Images done/total, img/s, ETA and failures so far (task fields ``rate``, ``failed``).
+
+    While it is live in a terminal, rich sends what is printed to ``sys.stdout`` (tables,
+    see ``stdout_console``) and ``sys.stderr`` through ``console``, above the bar; stdout
+    only when it is a terminal too: piped, it gets the results and never a frame.
+    """
     return Progress(
-        TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
+        TextColumn(heading), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:.2f} img/s"), TimeRemainingColumn(),
         TextColumn("[red]{task.fields[failed]} failed"),
-        console=console, disable=not enabled,
+        console=console, disable=not enabled, redirect_stdout=stdout_is_terminal(),
     )
 
 
 class TableWriter(RecordWriter):
-    """Top-k tables on a console; records without predictions (errors) print nothing here."""
+    """Top-k tables on stdout (``stdout_console``, unless given another); records without
+    predictions (errors) print nothing here."""
 
-    def __init__(self, console: Console):
-        super().__init__(console.file)
-        self.console = console
+    def __init__(self, console: Console | None = None):
+        self.console = console or stdout_console()
+        super().__init__(self.console.file)
 
     def write(self, record: Record) -> None:
         if record.predictions:
