@@ -30,10 +30,6 @@ def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True, markup=False)
 
 
-def stdout_console() -> Console:
-    """Results go here: to whatever ``sys.stdout`` is at each print, so that while the run's
-    bar is live in a terminal they print above it (see ``run_progress``). No markup."""
-    return Console(markup=False)
 
 
 def stdout_is_terminal() -> bool:
@@ -83,9 +79,9 @@ def download_progress(console: Console, description: str) -> Iterator:
 def run_progress(console: Console, enabled: bool, heading: str = "classifying") -> Progress:
     """Images done/total, img/s, ETA and failures so far (task fields ``rate``, ``failed``).
 
-    While it is live in a terminal, rich sends what is printed to ``sys.stdout`` (tables,
-    see ``stdout_console``) and ``sys.stderr`` through ``console``, above the bar; stdout
-    only when it is a terminal too: piped, it gets the results and never a frame.
+    While it is live in a terminal, what is written to ``sys.stderr`` and ``sys.stdout``
+    (``TableWriter``) goes through ``console``, above the bar; stdout only when it is a
+    terminal too: piped, it gets the results and never a frame.
     """
     return Progress(
         TextColumn(heading), BarColumn(), MofNCompleteColumn(),
@@ -96,16 +92,24 @@ def run_progress(console: Console, enabled: bool, heading: str = "classifying") 
 
 
 class TableWriter(RecordWriter):
-    """Top-k tables on stdout (``stdout_console``, unless given another); records without
-    predictions (errors) print nothing here."""
+    """Top-k tables for stdout; records without predictions (errors) print nothing here.
+
+    Each table is rendered by ``console`` (default: one for stdout, without markup), then
+    written to ``sys.stdout`` as it is at that moment: stdout itself, or while the run's
+    bar is live in a terminal, rich's proxy, which prints it above the bar (see
+    ``run_progress``). A console never writes through that proxy itself.
+    """
 
     def __init__(self, console: Console | None = None):
-        self.console = console or stdout_console()
-        super().__init__(self.console.file)
+        super().__init__(sys.stdout)
+        self.console = console or Console(markup=False)
 
     def write(self, record: Record) -> None:
         if record.predictions:
-            self.console.print(prediction_table(record))
+            with self.console.capture() as table:
+                self.console.print(prediction_table(record))
+            sys.stdout.write(table.get())
+            sys.stdout.flush()
 
 
 def benchmark_table(results: list) -> Table:
