@@ -1,4 +1,5 @@
-"""``irv2 bench``: cold start, folder throughput and peak RSS, against plain Keras.
+"""``irv2 bench``'s measuring: cold start, folder throughput and peak RSS of each pipeline,
+the tool's and the plain Keras baselines' (see ``baselines``).
 
 Each measured run is its own process, started the way a user starts it, so start-up
 (imports, model build or artifact load, first call) counts in the time to first result,
@@ -11,7 +12,6 @@ Everything, runtime artifacts included, lives in a temporary folder.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,22 +22,79 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ..errors import Irv2Error
 from ..spec import SPEC
 
 SAMPLE_SOURCES = ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")
 PHONE_PHOTO_SIZE = (4032, 3024)  # 12 megapixels, as most phones take them
-# Folder pipelines with irv2's default preprocessing (centre crop, bicubic), where big
-# JPEGs are decoded at a reduced scale: small images against phone photos.
-DEFAULT_PREPROCESSING = {"irv2 onnx, small images": "small", "irv2 onnx, 12 MP photos": "photos"}
+KERAS_PREPROCESSING = ("--resize", "squash", "--interpolation", "nearest")  # as load_img
+Images = Literal["small", "photos"]
+
+
+def python_call(module: str, function: str, *arguments: str | int | Path) -> list[str]:
+    """The command that runs ``module.function(*arguments)`` in a fresh interpreter; the
+    arguments travel as one JSON string in argv, never as code."""
+    code = (f"import json, sys; from {module} import {function}; "
+            f"{function}(*json.loads(sys.argv[1]))")
+    values = [str(a) if isinstance(a, Path) else a for a in arguments]
+    return [sys.executable, "-c", code, json.dumps(values)]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One way of classifying a folder: ``irv2 predict`` on ``backend``, or the plain Keras
+    loop (``backend`` None, the baseline); with Keras's preprocessing (squash, nearest:
+    its top-5 must equal Keras's) or irv2's defaults; on small images or 12 MP photos."""
+
+    name: str
+    backend: str | None
+    keras_preprocessing: bool = True
+    images: Images = "small"
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.backend is None
+
+    def command(self, folder: Path, weights: Path, batch_size: int, output: Path
+                ) -> list[str]:
+        """The process that classifies ``folder`` into ``output`` (JSON lines)."""
+        if self.is_baseline:
+            return python_call("irv2cli.bench.baselines", "keras_loop", folder, weights,
+                               batch_size, output)
+        return [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights",
+                str(weights), "--output", str(output), "--overwrite", "--quiet",
+                "--batch-size", str(batch_size),
+                *(KERAS_PREPROCESSING if self.keras_preprocessing else ()),
+                "--backend", self.backend]
+
+
+IRV2_ONNX = Pipeline("irv2 onnx", "onnx")
+IRV2_KERAS = Pipeline("irv2 keras", "keras")
+KERAS_LOOP = Pipeline("keras", None)
+# irv2's default preprocessing (centre crop, bicubic), where big JPEGs are decoded at a
+# reduced scale: small images against phone photos.
+DEFAULT_PREPROCESSING = (
+    Pipeline("irv2 onnx, small images", "onnx", keras_preprocessing=False, images="small"),
+    Pipeline("irv2 onnx, 12 MP photos", "onnx", keras_preprocessing=False, images="photos"),
+)
+
+
+def plan(batch_sizes: list[int], keras_batch_sizes: list[int]) -> list[tuple[Pipeline, int]]:
+    """Every folder measurement, in the order of the table: irv2 onnx at each batch size,
+    irv2 keras and irv2's own preprocessing at the largest, the Keras loop at its own."""
+    batch = max(batch_sizes)
+    return ([(IRV2_ONNX, b) for b in batch_sizes] + [(IRV2_KERAS, batch)]
+            + [(KERAS_LOOP, b) for b in keras_batch_sizes]
+            + [(pipeline, batch) for pipeline in DEFAULT_PREPROCESSING])
 
 
 @dataclass(frozen=True)
 class Measurement:
     """One pipeline at one batch size, in one round."""
 
-    pipeline: str
+    pipeline: Pipeline
     batch_size: int
     images_per_second: float
     first_result_s: float
@@ -49,7 +106,7 @@ class Measurement:
 class Summary:
     """One pipeline at one batch size over every round: medians, and the highest RSS."""
 
-    pipeline: str
+    pipeline: Pipeline
     batch_size: int
     images_per_second: float
     rounds: list[float]
@@ -93,7 +150,7 @@ def make_phone_photos(folder: Path, sources: list[Path]) -> list[Path]:
 class ColdStart:
     """Median wall time of a one-image command, from process start to exit."""
 
-    pipeline: str
+    command: str
     median_s: float
     runs: list[float]
     peak_rss_mb: float
@@ -122,74 +179,24 @@ def _timed_run(command: list[str], output: Path | None, env: dict[str, str]
     return wall, first if first is not None else wall, usage.ru_maxrss / 1024
 
 
-def _command(pipeline: str, folder: Path, weights: Path, batch_size: int,
-             output: Path) -> list[str]:
-    if pipeline.startswith("irv2"):
-        keras_exact = ([] if pipeline in DEFAULT_PREPROCESSING
-                       else ["--resize", "squash", "--interpolation", "nearest"])
-        return [sys.executable, "-m", "irv2cli", "predict", str(folder), "--weights",
-                str(weights), "--output", str(output), "--overwrite", "--quiet",
-                "--batch-size", str(batch_size), *keras_exact,
-                "--backend", pipeline.split()[1].rstrip(",")]
-    return [sys.executable, "-m", "irv2cli.bench.harness", "keras-loop", str(folder), str(weights),
-            str(batch_size), str(output)]
-
-
 def _top5(output: Path) -> dict[str, list[int]]:
     records = [json.loads(line) for line in output.read_text().splitlines()]
     return {Path(r["path"]).name: [p["index"] for p in r["predictions"]] for r in records}
 
 
-def measure(pipeline: str, batch_size: int, small: Path, large: Path, weights: Path,
+def measure(pipeline: Pipeline, batch_size: int, small: Path, large: Path, weights: Path,
             scratch: Path, env: dict[str, str]) -> Measurement:
     """Run ``pipeline`` on both folders and derive marginal throughput."""
     out_small, out_large = scratch / "small.jsonl", scratch / "large.jsonl"
     for out in (out_small, out_large):
         out.unlink(missing_ok=True)
-    t_small, _, _ = _timed_run(_command(pipeline, small, weights, batch_size, out_small),
+    t_small, _, _ = _timed_run(pipeline.command(small, weights, batch_size, out_small),
                                out_small, env)
-    t_large, first, rss = _timed_run(_command(pipeline, large, weights, batch_size, out_large),
+    t_large, first, rss = _timed_run(pipeline.command(large, weights, batch_size, out_large),
                                      out_large, env)
     extra = len(list(large.iterdir())) - len(list(small.iterdir()))
     return Measurement(pipeline, batch_size, extra / (t_large - t_small), first, rss,
                        _top5(out_large))
-
-
-def keras_loop(folder: Path, weights: Path, batch_size: int, output: Path) -> None:
-    """The plain Keras recipe: load_img + preprocess_input + model.predict, in batches."""
-    import keras
-    import numpy as np
-
-    from ..results.labels import decode_top_k
-
-    model = keras.applications.InceptionResNetV2(weights=str(weights))
-    paths = sorted(folder.iterdir())
-    with open(output, "w") as out:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            images = np.stack([keras.utils.img_to_array(
-                keras.utils.load_img(p, target_size=(299, 299))) for p in chunk])
-            inputs = keras.applications.inception_resnet_v2.preprocess_input(images)
-            for path, probabilities in zip(chunk, model.predict(inputs, verbose=0),
-                                           strict=True):
-                predictions = [{"index": p.index} for p in decode_top_k(probabilities, 5)]
-                out.write(json.dumps({"path": str(path), "predictions": predictions}) + "\n")
-            out.flush()
-
-
-def keras_recipe(weights: Path, image: Path) -> None:
-    """The reference recipe for one image: build keras.applications' model, load the .h5,
-    load_img + preprocess_input + predict + decode. (``decode_predictions`` would download
-    the class index, so the shipped copy decodes.)"""
-    import keras
-
-    from ..results.labels import decode_top_k
-
-    model = keras.applications.InceptionResNetV2(weights=str(weights))
-    x = keras.utils.img_to_array(keras.utils.load_img(image, target_size=(299, 299)))
-    x = keras.applications.inception_resnet_v2.preprocess_input(x[None])
-    for p in decode_top_k(model.predict(x, verbose=0)[0], 5):
-        print(p.rank, p.label, f"{p.score:.4f}")
 
 
 def cold_starts(weights: Path, image: Path, env: dict[str, str], runs: int) -> list[ColdStart]:
@@ -198,21 +205,19 @@ def cold_starts(weights: Path, image: Path, env: dict[str, str], runs: int) -> l
     installed = Path(env["IRV2_HOME"]) / "weights" / SPEC.top_weights.filename
     installed.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(weights, installed)
-    commands = {
-        "irv2 predict (onnx)": [sys.executable, "-m", "irv2cli", "predict", str(image)],
-        "Keras recipe": [sys.executable, "-m", "irv2cli.bench.harness", "keras-recipe",
-                         str(weights), str(image)],
-    }
-    subprocess.run(commands["irv2 predict (onnx)"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # builds the artifact
+    irv2 = [sys.executable, "-m", "irv2cli", "predict", str(image)]
+    recipe = python_call("irv2cli.bench.baselines", "keras_recipe", weights, image)
+    subprocess.run(irv2, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # builds the artifact
+    commands = (("irv2 predict (onnx)", irv2), ("Keras recipe", recipe))
     # Interleaved, so a slow spell of a shared machine hits both commands alike.
-    timings = {name: [] for name in commands}
+    timings: list[list[tuple[float, float, float]]] = [[] for _ in commands]
     for _ in range(runs):
-        for name, command in commands.items():
-            timings[name].append(_timed_run(command, None, env))
-    return [ColdStart(name, statistics.median(t[0] for t in runs_),
-                      [t[0] for t in runs_], max(t[2] for t in runs_))
-            for name, runs_ in timings.items()]
+        for (_, command), times in zip(commands, timings, strict=True):
+            times.append(_timed_run(command, None, env))
+    return [ColdStart(name, statistics.median(t[0] for t in times), [t[0] for t in times],
+                      max(t[2] for t in times))
+            for (name, _), times in zip(commands, timings, strict=True)]
 
 
 def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
@@ -226,8 +231,9 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
         if weights is None:
             progress("generating random weights...")
             weights = scratch / "weights.h5"
-            subprocess.run([sys.executable, "-m", "irv2cli.bench.harness", "random-weights",
-                            str(weights)], env=env, check=True, stderr=subprocess.DEVNULL)
+            subprocess.run(python_call("irv2cli.network.synthetic", "write_random_weights",
+                                       weights), env=env, check=True,
+                           stderr=subprocess.DEVNULL)
         sources = [samples / name for name in SAMPLE_SOURCES if (samples / name).exists()]
         progress("measuring cold starts...")
         starts = cold_starts(weights, sources[0], env, cold_runs)
@@ -239,43 +245,12 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
         folders = {kind: (make_folder(scratch / f"{kind}-small", small, files),
                           make_folder(scratch / f"{kind}-large", large, files))
                    for kind, files in (("small", sources), ("photos", photos))}
-        batch = max(batch_sizes)
-        plan = ([("irv2 onnx", b) for b in batch_sizes] + [("irv2 keras", batch)]
-                + [("keras", b) for b in keras_batch_sizes]
-                + [(pipeline, batch) for pipeline in DEFAULT_PREPROCESSING])
-        measured: dict[tuple[str, int], list[Measurement]] = {step: [] for step in plan}
+        steps = plan(batch_sizes, keras_batch_sizes)
+        measured: dict[tuple[Pipeline, int], list[Measurement]] = {step: [] for step in steps}
         for round_ in range(1, rounds + 1):
-            for pipeline, batch_size in plan:
-                progress(f"round {round_}/{rounds}: {pipeline} at batch {batch_size}...")
-                small_folder, large_folder = folders[DEFAULT_PREPROCESSING.get(pipeline,
-                                                                               "small")]
+            for pipeline, batch_size in steps:
+                progress(f"round {round_}/{rounds}: {pipeline.name} at batch {batch_size}...")
+                small_folder, large_folder = folders[pipeline.images]
                 measured[pipeline, batch_size].append(measure(
                     pipeline, batch_size, small_folder, large_folder, weights, scratch, env))
         return starts, [Summary.of(rounds_) for rounds_ in measured.values()]
-
-
-def _main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark helpers: the plain Keras pipelines.")
-    roles = parser.add_subparsers(dest="role", required=True)
-    loop = roles.add_parser("keras-loop")
-    loop.add_argument("folder", type=Path)
-    loop.add_argument("weights", type=Path)
-    loop.add_argument("batch_size", type=int)
-    loop.add_argument("output", type=Path)
-    recipe = roles.add_parser("keras-recipe")
-    recipe.add_argument("weights", type=Path)
-    recipe.add_argument("image", type=Path)
-    roles.add_parser("random-weights").add_argument("path", type=Path)
-    args = parser.parse_args()
-    if args.role == "keras-loop":
-        keras_loop(args.folder, args.weights, args.batch_size, args.output)
-    elif args.role == "keras-recipe":
-        keras_recipe(args.weights, args.image)
-    else:
-        from ..network.synthetic import write_random_weights
-
-        write_random_weights(args.path)
-
-
-if __name__ == "__main__":
-    _main()

@@ -1,0 +1,84 @@
+"""``irv2 bench``'s pipelines as data: their commands and their rows (nothing is timed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from irv2cli.bench.harness import (
+    DEFAULT_PREPROCESSING,
+    IRV2_KERAS,
+    IRV2_ONNX,
+    KERAS_LOOP,
+    ColdStart,
+    Summary,
+    plan,
+    python_call,
+)
+from irv2cli.cli.render import benchmark_table, cold_start_table
+
+FOLDER, WEIGHTS, OUTPUT = Path("/data/small"), Path("/w/top.h5"), Path("/tmp/out.jsonl")
+
+
+def test_plan_lists_every_measurement_in_table_order():
+    assert plan([1, 8], [1]) == [(IRV2_ONNX, 1), (IRV2_ONNX, 8), (IRV2_KERAS, 8),
+                                 (KERAS_LOOP, 1), *((p, 8) for p in DEFAULT_PREPROCESSING)]
+    assert [p.images for p in DEFAULT_PREPROCESSING] == ["small", "photos"]
+
+
+def test_irv2_pipelines_run_predict_on_their_backend():
+    command = IRV2_KERAS.command(FOLDER, WEIGHTS, 8, OUTPUT)
+    assert command[1:4] == ["-m", "irv2cli", "predict"]
+    assert command[command.index("--backend") + 1] == "keras"
+    assert command[command.index("--batch-size") + 1] == "8"
+    assert "squash" in command and "nearest" in command  # Keras's preprocessing
+    default = DEFAULT_PREPROCESSING[1].command(FOLDER, WEIGHTS, 8, OUTPUT)
+    assert "--resize" not in default and "--interpolation" not in default
+    assert default[default.index("--backend") + 1] == "onnx"
+
+
+def test_the_baseline_calls_the_keras_loop_with_json_arguments():
+    command = KERAS_LOOP.command(FOLDER, WEIGHTS, 4, OUTPUT)
+    assert "from irv2cli.bench.baselines import keras_loop" in command[2]
+    assert json.loads(command[3]) == [str(FOLDER), str(WEIGHTS), 4, str(OUTPUT)]
+    assert KERAS_LOOP.is_baseline and not IRV2_ONNX.is_baseline
+
+
+@pytest.mark.slow  # starts a process
+def test_python_call_passes_arguments_as_data_not_code():
+    hostile = "a'); import os; os._exit(9) #\n\"b"
+    result = subprocess.run(python_call("builtins", "print", hostile, Path("/x y"), 3),
+                            capture_output=True, text=True, check=True)
+    assert result.stdout == f"{hostile} /x y 3\n"
+
+
+def rendered(table) -> str:
+    out = io.StringIO()
+    Console(file=out, width=200).print(table)
+    return out.getvalue()
+
+
+def summary(pipeline, top5) -> Summary:
+    return Summary(pipeline, 8, 10.0, [9.0, 11.0], 2.5, 900.0, top5)
+
+
+def test_benchmark_rows_compare_top5_with_the_plain_keras_loop():
+    same, other = {"a.jpg": [1, 2]}, {"a.jpg": [2, 1]}
+    text = rendered(benchmark_table([summary(IRV2_ONNX, same), summary(KERAS_LOOP, same),
+                                     summary(IRV2_KERAS, other),
+                                     summary(DEFAULT_PREPROCESSING[1], other)]))
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip()
+            for line in text.splitlines() if line.startswith("│")}
+    assert rows == {"irv2 onnx": "yes", "keras": "yes", "irv2 keras": "NO",
+                    "irv2 onnx, 12 MP photos": "-"}
+
+
+def test_cold_start_rows_show_the_speed_up_over_the_slowest():
+    text = rendered(cold_start_table([ColdStart("irv2 predict (onnx)", 2.0, [2.0], 300.0),
+                                      ColdStart("Keras recipe", 8.0, [8.0], 1500.0)]))
+    assert "4.0x" in text and "1.0x" in text
