@@ -1,11 +1,17 @@
-"""What several test modules share: ``irv2 predict`` in-process, folders of sample copies."""
+"""What several test modules share: ``irv2 predict`` in-process, folders of sample copies,
+small disks that fill up."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
-from collections.abc import Iterable
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from irv2cli.cli.main import cli
@@ -27,3 +33,36 @@ def copies(sample: Path, folder: Path, names: Iterable[str]) -> Path:
 def numbered(count: int) -> list[str]:
     """``img00.jpg``, ``img01.jpg``, ...: ``count`` file names in sorted order."""
     return [f"img{i:02d}.jpg" for i in range(count)]
+
+
+ROOT = os.geteuid() == 0 and sys.platform.startswith("linux")
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root on Linux (mount, mknod)")
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``64k``) mounted on ``mount`` (made), unmounted afterwards."""
+    if not ROOT:
+        pytest.skip("mounting a tmpfs needs root on Linux")
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                   check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` up, then free ``leave`` bytes; the filler file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    os.truncate(filler, filler.stat().st_size - leave)
+    return filler

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import copies, predict
+from support import ROOT, copies, fill, predict, tmpfs
 
 from irv2cli.engines import base as engines
 from irv2cli.errors import WeightsError
@@ -29,11 +29,6 @@ from irv2cli.results.files import scan_results
 from irv2cli.results.labels import Prediction
 from irv2cli.results.records import Record
 from irv2cli.results.writers import CsvWriter
-
-ROOT = os.geteuid() == 0 and sys.platform.startswith("linux")
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root on Linux (mount, mknod)")
-
-
 
 
 @pytest.fixture
@@ -388,28 +383,8 @@ def test_a_resumed_run_exits_1_when_the_file_holds_an_error(weights, folder, tmp
 @pytest.fixture
 def small_disk(tmp_path):
     """A 64 KiB tmpfs, unmounted afterwards."""
-    if not ROOT:
-        pytest.skip("mounting a tmpfs needs root on Linux")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
-def fill(disk: Path, leave: int) -> Path:
-    """Fill ``disk`` up, then free ``leave`` bytes; the filler file."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"x" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    os.truncate(filler, filler.stat().st_size - leave)
-    return filler
+    with tmpfs(tmp_path / "disk", "64k") as mount:
+        yield mount
 
 
 def test_a_full_disk_is_one_line_keeps_whole_records_and_resumes(weights, small_disk,
@@ -423,7 +398,8 @@ def test_a_full_disk_is_one_line_keeps_whole_records_and_resumes(weights, small_
     result = predict(folder, "--weights", weights, "-o", out, "--batch-size", "2")
     assert result.exit_code == 1
     assert one_line(result.stderr) == (
-        f"Error: {out}: no space left on device; free space and run again with --resume.")
+        f"Error: {out}: no space left on device; free space; then run the same command "
+        "with --resume.")
     data = out.read_bytes()
     assert data.endswith(b"\n") and 0 < len(jsonl(out)) < 12
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "r.jsonl"]

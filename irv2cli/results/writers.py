@@ -17,7 +17,7 @@ import sys
 from abc import ABC, abstractmethod
 from typing import BinaryIO, TextIO
 
-from ..errors import OutputError
+from ..errors import Hint, OutputError
 from .records import Record
 
 FORMATS = ("json", "jsonl", "csv")
@@ -48,10 +48,13 @@ def os_reason(exc: OSError) -> str:
     return reason[:1].lower() + reason[1:]
 
 
-def write_error(name: str, exc: OSError, again: str = "") -> OutputError:
-    """The one-line error for a failed write to ``name``: what went wrong, what to do."""
+def write_error(name: str, exc: OSError, hint: Hint | None = None) -> OutputError:
+    """The one-line error for a failed write to ``name``: what went wrong, what to do
+    (``hint``: what to do after the fix; without one, run again)."""
     fix = "free space" if exc.errno in NO_SPACE else "fix that"
-    return OutputError(f"{shown(name)}: {os_reason(exc)}; {fix} and run again{again}.")
+    if hint is not None:
+        return OutputError(f"{shown(name)}: {os_reason(exc)}; {fix}", hint=hint)
+    return OutputError(f"{shown(name)}: {os_reason(exc)}; {fix} and run again.")
 
 
 class RecordWriter(ABC):
@@ -98,9 +101,14 @@ class TextWriter(RecordWriter):
         super().close()
 
 
+def json_line(data: dict) -> str:
+    """``data`` as one line of JSON, non-UTF-8 name bytes as ``\\udcXX`` escapes."""
+    return printable(json.dumps(data, ensure_ascii=False))
+
+
 def json_text(record: Record) -> str:
-    """One record as one line of JSON, non-UTF-8 name bytes as ``\\udcXX`` escapes."""
-    return printable(json.dumps(record.to_dict(), ensure_ascii=False))
+    """One record as one line of JSON, as predict writes it."""
+    return json_line(record.to_dict())
 
 
 class JsonLinesWriter(TextWriter):
