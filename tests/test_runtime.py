@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 
 from irv2cli.engines import onnx_runtime as runtime
-from irv2cli.engines.base import KerasEngine
-from irv2cli.engines.onnx_runtime import (
-    OnnxEngine,
-    artifact_path,
-    build_artifact,
-    checksum_path,
-    load_onnx_engine,
-)
+from irv2cli.engines.keras_engine import KerasEngine
+from irv2cli.engines.onnx_runtime import OnnxEngine, load_onnx_engine
+from irv2cli.export.artifact import build_artifact
 from irv2cli.inputs.images import load_input
+from irv2cli.spec import PROBABILITIES
+from irv2cli.store import artifacts
+from irv2cli.store.artifacts import artifact_path, checksum_path
 
 
 @pytest.fixture(scope="session")
@@ -43,12 +41,13 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batches", [[1], [5], [3, 2]], ids=["single", "batch", "short-last"])
 def test_onnx_agrees_with_keras(onnx_artifact, reference_model, images, batches):
     engine = OnnxEngine(onnx_artifact)
     starts = np.cumsum([0, *batches])
     probabilities = np.concatenate(
-        [engine(images[a:b]) for a, b in itertools.pairwise(starts)])
+        [engine(images[a:b])[PROBABILITIES] for a, b in itertools.pairwise(starts)])
     expected = log_softmax(reference_model(images[: starts[-1]]).numpy())
     # log-probabilities are the logits up to a per-image constant
     assert np.abs(np.log(probabilities) - expected).max() < 1e-4
@@ -56,6 +55,7 @@ def test_onnx_agrees_with_keras(onnx_artifact, reference_model, images, batches)
         assert np.argsort(-got)[:5].tolist() == np.argsort(-want)[:5].tolist()
 
 
+@pytest.mark.slow
 def test_keras_engine_traces_once_for_every_batch_size(top_weights, images):
     engine = KerasEngine(top_weights)
     for size in (3, 2, 1):
@@ -70,31 +70,42 @@ def test_artifact_key_changes_with_the_weights(top_weights, tmp_path):
     assert artifact_path(top_weights) == artifact_path(shutil.copy(top_weights, tmp_path))
 
 
-def test_artifact_key_includes_version_and_machine(top_weights, monkeypatch):
+def test_artifact_key_includes_version_format_and_machine(top_weights, monkeypatch):
     before = artifact_path(top_weights)
-    monkeypatch.setattr(runtime, "__version__", "99.0")
+    monkeypatch.setattr(artifacts, "__version__", "99.0")
     assert artifact_path(top_weights) != before
-    monkeypatch.setattr(runtime, "machine_fingerprint", lambda: "another-cpu")
+    monkeypatch.setattr(artifacts, "machine_fingerprint", lambda: "another-cpu")
     assert "another-cpu" in artifact_path(top_weights).name
 
 
+def test_an_artifact_of_an_earlier_format_is_never_taken_for_this_one(top_weights,
+                                                                      monkeypatch):
+    current = artifact_path(top_weights)
+    monkeypatch.setattr(artifacts, "ARTIFACT_FORMAT", 1)  # probabilities alone
+    assert artifact_path(top_weights) != current
+
+
+@pytest.mark.slow
 def test_damaged_artifact_is_rebuilt(runtime_ready, top_weights, images, onnx_artifact):
     installed = artifact_path(top_weights)
     installed.write_bytes(installed.read_bytes()[:100_000])
     messages = []
     engine = load_onnx_engine(top_weights, messages.append)
     assert any("damaged" in m for m in messages)
-    assert np.allclose(engine(images[:1]), OnnxEngine(onnx_artifact)(images[:1]), atol=1e-6)
+    rebuilt, built = engine(images[:1]), OnnxEngine(onnx_artifact)(images[:1])
+    assert rebuilt.keys() == built.keys()
+    assert all(np.allclose(rebuilt[name], built[name], atol=1e-6) for name in built)
     assert installed.stat().st_size > 200_000_000  # rebuilt whole
 
 
+@pytest.mark.slow
 def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch, images):
     builds = []
     real_build = runtime._run_build_child
 
-    def counting_build(weights, scratch):
+    def counting_build(weights, scratch, notify):
         builds.append(scratch)
-        return real_build(weights, scratch)
+        return real_build(weights, scratch, notify)
 
     monkeypatch.setattr(runtime, "_run_build_child", counting_build)
     engines = [None, None]
@@ -108,12 +119,14 @@ def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch,
     for thread in threads:
         thread.join()
     assert len(builds) == 1
-    assert np.allclose(engines[0](images[:1]), engines[1](images[:1]))
+    assert np.allclose(engines[0](images[:1])[PROBABILITIES],
+                       engines[1](images[:1])[PROBABILITIES])
     target = artifact_path(top_weights)
     assert sorted(p.name for p in target.parent.iterdir() if not p.name.endswith(".lock")) == [
         target.name, checksum_path(target).name]
 
 
+@pytest.mark.slow
 def test_predict_on_the_artifact_never_imports_tensorflow(runtime_ready, top_weights, samples):
     code = ("import sys, json; from click.testing import CliRunner; "
             "from irv2cli.cli.main import cli; "

@@ -1,6 +1,6 @@
 """The fast runtime under faults: a damaged artifact never gives answers, a killed build
-leaves nothing behind for long, a bad weights file is refused before any build, and an
-engine that returns NaN stops the run instead of writing it.
+leaves nothing behind for long, a bad weights file is refused before the build proper,
+and an engine that returns NaN stops the run instead of writing it.
 
 Rebuilds here copy the session's artifact instead of running the half-minute build
 (``builds``); the real build, and stopping it, are tested in ``test_signals.py``.
@@ -25,15 +25,11 @@ from support import predict
 
 from irv2cli.engines import base as engines
 from irv2cli.engines import onnx_runtime as runtime
-from irv2cli.engines.onnx_runtime import (
-    artifact_path,
-    checksum_path,
-    file_checksum,
-    load_onnx_engine,
-)
+from irv2cli.engines.onnx_runtime import load_onnx_engine
 from irv2cli.errors import WeightsError
 from irv2cli.network.h5weights import check_weights_file, expected_layout, read_legacy_layout
-from irv2cli.spec import SPEC
+from irv2cli.spec import PROBABILITIES, SPEC
+from irv2cli.store.artifacts import artifact_path, checksum_path, file_checksum
 from irv2cli.store.weights import cached_weights_path
 
 
@@ -48,7 +44,7 @@ def builds(monkeypatch, good_artifact) -> list[Path]:
     """The weights of every build started; a build copies ``good_artifact``."""
     started = []
 
-    def copy_of_the_good_build(weights: Path, scratch: Path) -> Path:
+    def copy_of_the_good_build(weights: Path, scratch: Path, notify) -> Path:
         started.append(weights)
         return Path(shutil.copy(good_artifact, scratch / "optimized.onnx"))
 
@@ -108,7 +104,8 @@ def test_a_damaged_artifact_is_rebuilt_before_any_answer(target, top_weights, bu
     assert builds == [top_weights]
     assert any(str(target) in m and "rebuilding it" in m for m in messages), messages
     assert file_checksum(target) == file_checksum(good_artifact)
-    assert np.isfinite(engine(np.zeros((1, 299, 299, 3), np.float32))).all()
+    outputs = engine(np.zeros((1, 299, 299, 3), np.float32))
+    assert all(np.isfinite(values).all() for values in outputs.values())
 
 
 def test_a_sound_artifact_is_loaded_without_a_word_or_a_build(target, top_weights, builds):
@@ -140,10 +137,10 @@ def test_a_build_cut_short_before_its_checksum_is_never_trusted(cache, top_weigh
         renames.append(destination)
         real_replace(source, destination)
 
-    monkeypatch.setattr(runtime.os, "replace", crash_on_the_checksum)
+    monkeypatch.setattr(os, "replace", crash_on_the_checksum)
     with pytest.raises(SystemExit):
         load_onnx_engine(top_weights)
-    monkeypatch.setattr(runtime.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     target = artifact_path(top_weights)
     assert renames == [target] and not checksum_path(target).exists()
     messages = []
@@ -195,20 +192,32 @@ def text_file(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("bad", ["not HDF5", "HDF5 without layers", "without the top"])
-def test_a_bad_weights_file_is_refused_before_any_build_and_writes_nothing(
-        bad, tmp_path, notop_weights, builds, samples):
+def missing_its_last_layer(path: Path, notop_weights: Path) -> Path:
+    """The notop file without its last weighted layer: it fits neither layout."""
+    shutil.copy(notop_weights, path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["layer_names"] = f.attrs["layer_names"][:-1]
+    return path
+
+
+@pytest.mark.slow  # the real build child refuses it
+@pytest.mark.parametrize("bad", ["not HDF5", "HDF5 without layers", "a layer missing"])
+def test_a_bad_weights_file_is_refused_before_the_build_and_writes_nothing(
+        bad, cache, tmp_path, notop_weights, samples):
     weights = {"not HDF5": lambda: text_file(tmp_path / "bad.h5"),
                "HDF5 without layers": lambda: empty_hdf5(tmp_path / "empty.h5"),
-               "without the top": lambda: notop_weights}[bad]()
+               "a layer missing": lambda: missing_its_last_layer(tmp_path / "short.h5",
+                                                                 notop_weights)}[bad]()
     out = tmp_path / "out.json"
     result = predict(samples / "coffee.jpg", "--weights", weights, "--output", out)
     assert result.exit_code == 1
     assert str(weights) in result.stderr
-    assert "building" not in result.stderr and builds == []
+    assert "building" not in result.stderr
     assert "download-weights" not in result.stderr  # advice for the official file only
     assert "Traceback" not in result.output
     assert not out.exists()
+    lock = f"{artifact_path(weights).name}.lock"
+    assert [p.name for p in (cache.irv2 / "runtime").iterdir()] == [lock]
 
 
 def test_a_damaged_official_file_is_refused_with_the_advice_to_fetch_it_again(cache):
@@ -237,7 +246,8 @@ def nan_after_first_batch(top_weights, cached_engines, monkeypatch):
         engine = loaded(weights, backend, notify)
         calls = itertools.count()
         return lambda batch: (engine(batch) if next(calls) == 0
-                              else np.full((len(batch), 1000), np.nan, np.float32))
+                              else {PROBABILITIES: np.full((len(batch), 1000), np.nan,
+                                                           np.float32)})
 
     monkeypatch.setattr(engines, "load_engine", broken)
     return top_weights
