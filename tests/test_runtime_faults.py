@@ -196,7 +196,10 @@ def missing_its_last_layer(path: Path, notop_weights: Path) -> Path:
     """The notop file without its last weighted layer: it fits neither layout."""
     shutil.copy(notop_weights, path)
     with h5py.File(path, "r+") as f:
-        f.attrs["layer_names"] = f.attrs["layer_names"][:-1]
+        names = list(f.attrs["layer_names"])
+        weighted = [name for name in names if len(f[name].attrs["weight_names"])]
+        names.remove(weighted[-1])
+        f.attrs["layer_names"] = names
     return path
 
 
