@@ -209,15 +209,15 @@ def cold_starts(weights: Path, image: Path, env: dict[str, str], runs: int) -> l
     recipe = python_call("irv2cli.bench.baselines", "keras_recipe", weights, image)
     subprocess.run(irv2, env=env, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)  # builds the artifact
-    commands = (("irv2 predict (onnx)", irv2), ("Keras recipe", recipe))
+    commands = {"irv2 predict (onnx)": irv2, "Keras recipe": recipe}
+    timings: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
     # Interleaved, so a slow spell of a shared machine hits both commands alike.
-    timings: list[list[tuple[float, float, float]]] = [[] for _ in commands]
     for _ in range(runs):
-        for (_, command), times in zip(commands, timings, strict=True):
-            times.append(_timed_run(command, None, env))
+        for name, command in commands.items():
+            timings[name].append(_timed_run(command, None, env))
     return [ColdStart(name, statistics.median(t[0] for t in times), [t[0] for t in times],
                       max(t[2] for t in times))
-            for (name, _), times in zip(commands, timings, strict=True)]
+            for name, times in timings.items()]
 
 
 def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
