@@ -7,7 +7,7 @@ import pytest
 
 from irv2cli.errors import WeightsError
 from irv2cli.inputs.images import load_input
-from irv2cli.network.h5weights import load_weights
+from irv2cli.network.h5weights import load_weights, weights_include_top
 from irv2cli.network.model import build_model
 
 
@@ -74,6 +74,7 @@ def test_keras3_weights_file_loads(reference_model, tmp_path, inputs):
     source.set_weights(reference_model.get_weights())
     path = tmp_path / "model.weights.h5"
     source.save_weights(path)
+    assert weights_include_top(path)
     ours = build_model(classifier_activation=None)
     load_weights(ours, path)
     assert np.abs(ours(inputs[:1]).numpy() - reference_model(inputs[:1]).numpy()).max() < 1e-4

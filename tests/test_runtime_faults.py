@@ -27,7 +27,7 @@ from irv2cli.engines import base as engines
 from irv2cli.engines import onnx_runtime as runtime
 from irv2cli.engines.onnx_runtime import load_onnx_engine
 from irv2cli.errors import WeightsError
-from irv2cli.network.h5weights import check_weights_file, expected_layout, read_legacy_layout
+from irv2cli.network.h5weights import expected_layout, read_legacy_layout, weights_include_top
 from irv2cli.spec import PROBABILITIES, SPEC
 from irv2cli.store.artifacts import artifact_path, checksum_path, file_checksum
 from irv2cli.store.weights import cached_weights_path
@@ -228,7 +228,7 @@ def test_a_damaged_official_file_is_refused_with_the_advice_to_fetch_it_again(ca
     official.parent.mkdir(parents=True)
     text_file(official)
     with pytest.raises(WeightsError, match=r"irv2 download-weights --force"):
-        check_weights_file(official)
+        weights_include_top(official)
 
 
 def test_the_layout_data_is_the_official_files_layout(top_weights, notop_weights):

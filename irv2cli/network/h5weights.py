@@ -2,10 +2,11 @@
 
 Two layouts are accepted: the legacy topological-order HDF5 that Keras 2 wrote
 (the official ImageNet files) and Keras 3's ``.weights.h5``. The legacy reader
-uses h5py and NumPy only, so other runtimes can read the file without Keras, and
-``check_weights_file`` refuses a file that does not fit without building the network:
-it compares the file's shapes with ``data/weights_layout.json``, the network's weighted
-layers and their variables' shapes in file order (a test keeps it equal to the model).
+uses h5py and NumPy only, so other runtimes can read the file without Keras.
+``weights_include_top`` tells a full network's file from a feature extractor's (notop)
+and refuses one that fits neither, without building the network: it compares the file's
+shapes with ``data/weights_layout.json``, the network's weighted layers and their
+variables' shapes in file order (a test keeps it equal to the model).
 """
 
 from __future__ import annotations
@@ -110,19 +111,6 @@ def check_layout(expected: Layout, found: Layout, source: str) -> None:
         raise WeightsError(
             f"{source}: the network has {len(expected)} layers with weights, the file has "
             f"{len(found)}; the first {min(len(found), len(expected))} fit. {question}")
-
-
-def check_weights_file(path: str | Path, include_top: bool = True) -> None:
-    """Refuse, in a fraction of a second and without TensorFlow, a weights file that the
-    network cannot load: not HDF5, or (legacy layout) a layer whose shapes do not fit."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file.")
-    if path.name.endswith(".weights.h5"):
-        if not h5py.is_hdf5(path):
-            raise _unreadable(path, "no HDF5 signature")
-        return  # Keras checks the layout when it loads the file
-    check_layout(expected_layout(include_top), read_legacy_layout(path), str(path))
 
 
 def weights_include_top(path: str | Path) -> bool:
