@@ -1,6 +1,13 @@
-"""irv2cli: Inception-ResNet-V2 ImageNet classification, as a library and the ``irv2`` command.
+"""irv2cli: Inception-ResNet-V2 ImageNet classification and features, as a library and the
+``irv2`` command.
 
-Heavy modules (TensorFlow, Keras) load on first use, so ``import irv2cli`` stays fast.
+>>> from irv2cli import RunOptions, run
+>>> run(["photos/"], "labels.csv", RunOptions(top_k=3))    # a folder into a results file
+>>> from irv2cli import Classifier
+>>> Classifier.from_weights().classify(["cat.jpg"])          # records, one per file
+
+Heavy modules (TensorFlow, Keras, ONNX Runtime) load on first use, so ``import irv2cli``
+stays fast.
 """
 
 from __future__ import annotations
@@ -8,28 +15,57 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .errors import (
+    DownloadError,
+    EngineError,
+    ExportError,
+    Hint,
+    ImageError,
+    Irv2Error,
+    OutputError,
+    WeightsError,
+)
+from .spec import FEATURES, PROBABILITIES, SPEC
 from .version import __version__
 
 _EXPORTS = {
-    "build_model": "network.model",
-    "load_weights": "network.h5weights",
+    "run": "pipeline.run",
+    "RunOptions": "pipeline.run",
+    "RunSummary": "pipeline.run",
+    "RunProgress": "pipeline.run",
+    "RunInterrupted": "pipeline.run",
     "Classifier": "pipeline.classifier",
     "Record": "results.records",
     "Prediction": "results.labels",
+    "Preprocessing": "inputs.images",
+    "DecodeLimits": "inputs.decoding",
+    "load_engine": "engines.base",
     "ensure_weights": "store.weights",
-    "SPEC": "spec",
+    "install_from_file": "store.weights",
+    "export_model": "export.formats",
+    "build_model": "network.model",
+    "load_weights": "network.h5weights",
 }
-__all__ = ["SPEC", "Classifier", "Prediction", "Record", "__version__", "build_model",
-           "ensure_weights", "load_weights"]
+__all__ = [
+    "FEATURES", "PROBABILITIES", "SPEC", "Classifier", "DecodeLimits", "DownloadError",
+    "EngineError", "ExportError", "Hint", "ImageError", "Irv2Error", "OutputError",
+    "Prediction", "Preprocessing", "Record", "RunInterrupted", "RunOptions", "RunProgress",
+    "RunSummary", "WeightsError", "__version__", "build_model", "ensure_weights",
+    "export_model", "install_from_file", "load_engine", "load_weights", "run",
+]
 
 if TYPE_CHECKING:
+    from .engines.base import load_engine
+    from .export.formats import export_model
+    from .inputs.decoding import DecodeLimits
+    from .inputs.images import Preprocessing
     from .network.h5weights import load_weights
     from .network.model import build_model
     from .pipeline.classifier import Classifier
+    from .pipeline.run import RunInterrupted, RunOptions, RunProgress, RunSummary, run
     from .results.labels import Prediction
     from .results.records import Record
-    from .spec import SPEC
-    from .store.weights import ensure_weights
+    from .store.weights import ensure_weights, install_from_file
 
 
 def __getattr__(name: str):

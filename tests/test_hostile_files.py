@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from irv2cli.cli.main import ByteSize
+from irv2cli.cli.options import ByteSize
 from irv2cli.inputs.decoding import Decoded, DecodeLimits, DecodePool
 from irv2cli.inputs.images import Preprocessing, register_heif
 from irv2cli.inputs.paths import iter_image_paths
@@ -77,7 +77,7 @@ EXPECTED_ERRORS = {
     "b_sleep.img": "took longer than 2 s",
     "b_raise.img": "RuntimeError",
     "d_lies_about_size.png": "cannot decode",
-    "e_over_limit.png": "--max-pixels",
+    "e_over_limit.png": "raise the pixel limit (max-pixels)",
     "f_truncated.jpg": "",
     "g_empty.jpg": "not an image",
 }

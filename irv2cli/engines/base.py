@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -38,12 +39,20 @@ def finite_scores(outputs: Outputs) -> Outputs:
     return outputs
 
 
+def check_outputs(available: Iterable[str], wanted: Iterable[str],
+                  weights: str | os.PathLike | None = None) -> None:
+    """``EngineError`` unless every output ``wanted`` is ``available``: notop weights
+    (``weights``, if known) give features, not probabilities."""
+    if set(wanted) - set(available):
+        source = f"{weights}: " if weights is not None else ""
+        raise EngineError(f"{source}these are feature-extractor (notop) weights: they give "
+                          "features, not classes", Hint.FEATURES_ONLY)
+
+
 def class_probabilities(outputs: Outputs) -> np.ndarray:
     """The class probabilities among an engine's ``outputs``, checked by ``finite_scores``;
     ``EngineError`` if there are none (notop weights)."""
-    if PROBABILITIES not in outputs:
-        raise EngineError("these are feature-extractor (notop) weights: they give features, "
-                          "not classes", Hint.MATCHING_WEIGHTS)
+    check_outputs(outputs, (PROBABILITIES,))
     return finite_scores(outputs)[PROBABILITIES]
 
 

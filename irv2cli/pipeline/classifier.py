@@ -1,4 +1,4 @@
-"""Turn batches into records: run an engine on decoded images, decode the top-k."""
+"""Turn batches into records: run an engine on decoded images, keep the outputs asked for."""
 
 from __future__ import annotations
 
@@ -15,16 +15,19 @@ from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
 from ..inputs.images import Preprocessing, load_input
 from ..results.labels import Prediction, decode_top_k
 from ..results.records import Record
-from ..spec import DEFAULT_MAX_PIXELS, SPEC
+from ..spec import DEFAULT_MAX_PIXELS, FEATURES, PROBABILITIES, SPEC
 from .batches import Batch, decoded_batches
 
 if TYPE_CHECKING:
-    from ..engines.base import Engine
+    from ..engines.base import Engine, Outputs
 
 
 @dataclass
 class Classifier:
-    """Classify image files or preprocessed arrays with one loaded engine.
+    """Classify (or embed) image files or preprocessed arrays with one loaded engine.
+
+    ``outputs`` names what each record carries: ``probabilities`` (its top-k
+    ``predictions``) and/or ``features`` (its 1536-d vector).
 
     >>> classifier = Classifier.from_weights()          # official weights, cached
     >>> for record in classifier.classify(["cat.jpg"]):
@@ -33,6 +36,7 @@ class Classifier:
 
     engine: Engine
     top_k: int = 5
+    outputs: tuple[str, ...] = (PROBABILITIES,)
     resize: str = SPEC.default_resize
     interpolation: str = SPEC.default_interpolation
     max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -62,9 +66,19 @@ class Classifier:
         """Worker processes that decode files for ``classify``, within ``decode_limits``."""
         return DecodePool(self.workers or default_workers(), self.decode_limits)
 
+    def infer(self, inputs: np.ndarray) -> Outputs:
+        """The engine's outputs for a preprocessed batch (N, 299, 299, 3) in [-1, 1]; an
+        engine that returns NaN or infinity, or lacks an output asked for (notop weights
+        give no probabilities), raises ``EngineError``."""
+        from ..engines.base import class_probabilities, finite_scores
+
+        outputs = self.engine(np.asarray(inputs, dtype=np.float32))
+        if PROBABILITIES in self.outputs:
+            class_probabilities(outputs)
+        return finite_scores(outputs)
+
     def classify_arrays(self, inputs: np.ndarray) -> list[list[Prediction]]:
-        """Top-k for a preprocessed batch (N, 299, 299, 3) in [-1, 1]; an engine that
-        returns NaN or infinity, or no probabilities (notop weights), raises ``EngineError``."""
+        """Top-k for a preprocessed batch (N, 299, 299, 3) in [-1, 1]."""
         from ..engines.base import class_probabilities
 
         probabilities = class_probabilities(self.engine(np.asarray(inputs, dtype=np.float32)))
@@ -72,12 +86,22 @@ class Classifier:
 
     def classify_batch(self, batch: Batch) -> list[Record]:
         """Records for every path of ``batch``, in order, failures included."""
-        predictions = iter(self.classify_arrays(batch.inputs) if batch.decoded else [])
+        rows = iter(self._rows(self.infer(batch.inputs)) if batch.decoded else [])
         return [
             Record(path, error=batch.errors[i]) if i in batch.errors
-            else Record(path, next(predictions), warnings=batch.warnings.get(i, ()))
+            else Record(path, warnings=batch.warnings.get(i, ()), **next(rows))
             for i, path in enumerate(batch.paths)
         ]
+
+    def _rows(self, outputs: Outputs) -> Iterator[dict]:
+        """Each image's record fields: its top-k and/or its features, as asked for."""
+        for i in range(len(next(iter(outputs.values())))):
+            fields = {}
+            if PROBABILITIES in self.outputs:
+                fields["predictions"] = decode_top_k(outputs[PROBABILITIES][i], self.top_k)
+            if FEATURES in self.outputs:
+                fields["features"] = outputs[FEATURES][i]
+            yield fields
 
     def classify_batches(self, batches: Iterable[Batch]) -> Iterator[Record]:
         """Records for every path of ``batches``, in order."""

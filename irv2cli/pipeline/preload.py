@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..spec import SPEC
 from ..store.weights import cached_weights_path
+
+if TYPE_CHECKING:
+    from ..engines.base import Engine
 
 
 def _load(weights: Path, backend: str, quiet: bool):
@@ -39,6 +44,18 @@ def _fulfil(future: Future, *args) -> None:
         future.set_result(_load(*args))
     except Exception as exc:
         future.set_exception(exc)
+
+
+class Deferred:
+    """An engine loaded only when a run first needs one (a resumed run may need none)."""
+
+    def __init__(self, load: Callable[[], Engine]):
+        self._load, self._engine = load, None
+
+    def result(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._load()
+        return self._engine
 
 
 def start_loading(weights: Path | None, backend: str, quiet: bool = False) -> Future | None:

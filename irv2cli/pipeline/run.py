@@ -1,168 +1,245 @@
-"""One ``irv2 predict`` run: inputs -> classifier -> records written, with progress and resume."""
+"""The run API: inputs -> decoded batches -> engine -> records, written to a sink.
+
+Every front end (``irv2 predict``, ``irv2 embed``, a Python caller) runs through
+``run``; it knows nothing of flags, consoles or exit statuses.
+
+>>> from irv2cli import RunOptions, run
+>>> summary = run(["photos/"], "labels.csv", RunOptions(resume=True))
+>>> summary.classified, summary.failed, summary.skipped
+"""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import sys
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-from rich.text import Text
-
-from ..cli.render import TableWriter, download_progress, run_progress, stderr_console
-from ..cli.signals import exit_status
-from ..engines.base import Engine
+from ..engines.base import Engine, check_outputs
 from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
 from ..inputs.images import Preprocessing
 from ..inputs.paths import InputSelection, iter_image_paths, path_key
-from ..results.files import open_results, output_format
 from ..results.records import Record
-from ..results.writers import WRITERS, Output, StdoutStream, shown
-from ..spec import SPEC
+from ..results.writers import Output
+from ..spec import FEATURES, PROBABILITIES
 from .batches import decoded_batches
 from .classifier import Classifier
+from .preload import Deferred
 
-EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
+Notify = Callable[[str], None]
 
 
-@dataclass
-class PredictRun:
-    """Everything ``irv2 predict`` was asked to do; ``execute`` does it."""
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run reads, how it decodes and infers, and what it asks the network for.
 
-    inputs: tuple[str, ...]
+    ``outputs`` names what each record carries: ``probabilities`` (the top-k
+    predictions) and/or ``features`` (the 1536-d average-pooled vector). ``resume``,
+    ``overwrite`` and ``fmt`` apply when the sink is given as a path.
+    """
+
+    weights: Path | None = None  # default: the official file, fetched if missing
+    backend: str = "auto"
     top_k: int = 5
-    weights: Path | None = None
-    fmt: str | None = "table"
-    output: Path | None = None
-    resume: bool = False
-    overwrite: bool = False
+    outputs: tuple[str, ...] = (PROBABILITIES,)
+    batch_size: int = 8
+    workers: int | None = None  # decoding processes; default one per core (at least 2)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
     recursive: bool = True
     globs: tuple[str, ...] = ()
     include_hidden: bool = False
-    batch_size: int = 8
-    workers: int | None = None
-    quiet: bool = False
-    resize: str = SPEC.default_resize
-    interpolation: str = SPEC.default_interpolation
-    max_pixels: int | None = None
-    backend: str = "auto"
-    decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
-    verbose: bool = False
-    engine: Future | None = None  # an engine already loading (see preload)
-    decoders: DecodePool | None = None  # decoding workers already starting (caller closes)
+    fmt: str | None = None  # default: from the sink path's extension
+    resume: bool = False
+    overwrite: bool = False
 
-    def _todo(self, output: Output) -> Iterator[str]:
-        """The input paths not yet in ``output``, never the output file itself."""
-        excluded = frozenset([output.identity] if output.identity else [])
-        selection = InputSelection(self.recursive, tuple(self.globs), self.include_hidden,
-                                   excluded)
-        return (p for p in iter_image_paths(self.inputs, selection)
-                if path_key(p) not in output.done)
 
-    def _open_output(self) -> Output:
-        if self.output is None:
-            if self.fmt == "table":
-                return Output(TableWriter(Console(file=sys.stdout, markup=False)))
-            return Output(WRITERS[self.fmt](StdoutStream()))
-        fmt = output_format(self.output, self.fmt)
-        return open_results(self.output, fmt, resume=self.resume, overwrite=self.overwrite,
-                            top_k=self.top_k)
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did: records written this run (``classified`` without error, ``failed``
+    with one), and what the output already held (``skipped`` inputs, ``failed_before``
+    of them errors)."""
 
-    def _engine(self, console: Console) -> Engine:
-        if self.engine is not None:
-            return self.engine.result()
-        from ..engines.base import load_engine
-        from ..store.weights import ensure_weights
+    classified: int
+    failed: int
+    skipped: int
+    failed_before: int
+    elapsed: float
+    output: Path | None
 
-        def notify(message: str) -> None:
-            if not self.quiet:
-                console.print(message, style="dim")
+    @property
+    def any_failed(self) -> bool:
+        """Whether the output holds an error record, from this run or an earlier one."""
+        return bool(self.failed or self.failed_before)
 
-        weights = self.weights
-        if weights is None:
-            with download_progress(console, "official weights") as progress:
-                weights = ensure_weights(progress=None if self.quiet else progress,
-                                         notify=notify)
-        return load_engine(weights, self.backend, notify)
 
-    def _preprocessing(self) -> Preprocessing:
-        return Preprocessing(self.resize, self.interpolation, self.max_pixels)
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run stands after each record: ``total`` is ``None`` until counted."""
 
-    def _classifier(self, console: Console) -> Classifier:
-        return Classifier(self._engine(console), self.top_k, self.resize, self.interpolation,
-                          self.max_pixels, self.batch_size, self.workers, self.decode_limits)
+    done: int
+    failed: int
+    total: int | None
+    elapsed: float
 
-    def execute(self) -> int:
-        """Run to the end (or Ctrl-C); return the exit status."""
-        console = stderr_console()
-        classified = failed = skipped = failed_before = 0
-        started = time.perf_counter()
-        interrupted: KeyboardInterrupt | None = None
-        decoders, owned = self.decoders, None
-        try:  # the output is closed (a JSON array gets its "]") before Ctrl-C is handled
-            with self._open_output() as output:
-                skipped, failed_before = len(output.done), output.failed
-                todo = self._todo(output)
-                first = next(todo, None)
-                show_progress = console.is_terminal and not self.quiet
-                total = sum(1 for _ in self._todo(output)) if show_progress else None
-                if first is not None:
-                    if decoders is None:
-                        decoders = owned = DecodePool(self.workers or default_workers(),
-                                                      self.decode_limits)
-                    batches = decoded_batches(itertools.chain([first], todo), decoders,
-                                              self._preprocessing(), self.batch_size)
-                    decoded = next(batches)  # decoded while the engine is still loading
-                    classifier = self._classifier(console)
-                    started = time.perf_counter()
-                    with run_progress(console, show_progress) as progress:
-                        task = progress.add_task("", total=total, rate=0.0, failed=0)
-                        for record in classifier.classify_batches(
-                                itertools.chain([decoded], batches)):
-                            output.writer.write(record)
-                            classified += record.error is None
-                            failed += record.error is not None
-                            self._report(progress.console, record)
-                            rate = (classified + failed) / (time.perf_counter() - started)
-                            progress.update(task, advance=1, rate=rate, failed=failed)
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (see signals.py)
-            interrupted = exc
-        finally:
-            if owned is not None:
-                owned.close()
-        self._summarize(console, classified, failed, skipped, failed_before,
-                        time.perf_counter() - started, interrupted is not None)
-        if interrupted is not None:
-            return exit_status(interrupted)
-        # A resumed file's old error records count too: the exit status is the file's.
-        return EXIT_FAILED_INPUTS if failed or failed_before else EXIT_OK
 
-    def _report(self, console: Console, record: Record) -> None:
-        """A failed record's error, and with --verbose its decoder's warnings."""
-        if record.error is not None:
-            console.print(Text(f"error: {shown(record.error)}", style="red"))
-        if self.verbose:
-            for warning in record.warnings:
-                console.print(Text(f"warning: {shown(record.path)}: {shown(warning)}",
-                                   style="yellow"))
+class RunInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C, or a signal the caller turns into one); the sink
+    was closed cleanly first. ``summary`` says what was written; the original
+    interrupt is the ``__cause__``."""
 
-    def _summarize(self, console: Console, classified: int, failed: int, skipped: int,
-                   failed_before: int, elapsed: float, interrupted: bool) -> None:
-        if interrupted:
-            where = f" in {shown(self.output)}" if self.output else ""
-            console.print(f"Interrupted: {classified + failed} results were written{where}. "
-                          "Run the same command with --resume to finish.", style="yellow")
-        if self.quiet:
-            return
-        rate = (classified + failed) / elapsed if elapsed > 0 else 0.0
-        line = (f"{classified} classified, {failed} failed in {elapsed:.1f} s "
-                f"({rate:.2f} img/s)")
-        if skipped:
-            line += f"; {skipped} already in {shown(self.output)}"
-            if failed_before:
-                line += f" ({failed_before} of them failed)"
-        console.print(line, style="dim")
+    def __init__(self, summary: RunSummary):
+        super().__init__()
+        self.summary = summary
+
+
+EngineSource = Engine | Future | Deferred
+
+
+def open_sink(path: str | os.PathLike, options: RunOptions) -> Output:
+    """The output file at ``path``, in the format its extension (or ``options.fmt``)
+    names: results (csv/jsonl/json) for probabilities, feature files when the run asks
+    for features."""
+    path = Path(path)
+    if FEATURES in options.outputs:
+        from ..results.features import feature_format, open_features
+
+        return open_features(path, feature_format(path, options.fmt), resume=options.resume,
+                             overwrite=options.overwrite)
+    from ..results.files import open_results, output_format
+
+    return open_results(path, output_format(path, options.fmt), resume=options.resume,
+                        overwrite=options.overwrite, top_k=options.top_k)
+
+
+def run(inputs: Iterable[str | os.PathLike], sink: Output | str | os.PathLike | None = None,
+        options: RunOptions = RunOptions(), *, engine: EngineSource | None = None,
+        decoders: DecodePool | None = None, notify: Notify = lambda message: None,
+        on_record: Callable[[Record], None] | None = None,
+        on_progress: Callable[[RunProgress], None] | None = None) -> RunSummary:
+    """Process ``inputs`` (files, folders, which are walked in sorted order) into ``sink``
+    (an ``Output``, a path opened with ``open_sink``, or ``None``: records go only to
+    ``on_record``) and say what was done.
+
+    ``engine`` is a loaded engine, one still loading (a ``Future`` or ``Deferred``), or
+    ``None``: the engine for ``options.weights``/``backend`` is loaded once the first
+    batch is decoded. ``decoders`` is a pool to use (the caller closes it); default, one
+    of the run's own. ``on_progress`` is called after each record (and makes the run
+    count its inputs first, for ``total``). Inputs already in the sink are skipped. A
+    file that cannot be read gets an error record and the run goes on. On Ctrl-C the sink
+    is closed cleanly and ``RunInterrupted`` carries the summary.
+    """
+    inputs = [os.fspath(p) for p in inputs]
+    path = None if sink is None or isinstance(sink, Output) else Path(sink)
+    where = path if path is not None else getattr(sink, "path", None)
+    counts = _Counts()
+    try:  # a Ctrl-C while an earlier run's file is being read is an interrupted run too
+        output = open_sink(path, options) if path is not None else sink or Output(_NoWriter())
+        with output as opened, contextlib.closing(_records(
+                inputs, opened, options, engine, decoders, notify, on_progress, counts)
+                ) as records:
+            counts.skipped, counts.failed_before = len(opened.done), opened.failed
+            for record in records:
+                opened.writer.write(record)
+                counts.add(record)
+                if on_record is not None:
+                    on_record(record)
+                if on_progress is not None:
+                    on_progress(counts.progress())
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(counts.summary(where)) from exc
+    return counts.summary(where)
+
+
+@dataclass
+class _Counts:
+    classified: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failed_before: int = 0
+    total: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, record: Record) -> None:
+        self.classified += record.error is None
+        self.failed += record.error is not None
+
+    def progress(self) -> RunProgress:
+        return RunProgress(self.classified + self.failed, self.failed, self.total,
+                           time.perf_counter() - self.started)
+
+    def summary(self, output: Path | None) -> RunSummary:
+        return RunSummary(self.classified, self.failed, self.skipped, self.failed_before,
+                          time.perf_counter() - self.started, output)
+
+
+def _todo(inputs: list[str], output: Output, options: RunOptions) -> Iterator[str]:
+    """The input paths not yet in ``output``, never the output file itself."""
+    excluded = frozenset([output.identity] if output.identity else [])
+    selection = InputSelection(options.recursive, tuple(options.globs),
+                               options.include_hidden, excluded)
+    return (p for p in iter_image_paths(inputs, selection) if path_key(p) not in output.done)
+
+
+def _records(inputs: list[str], output: Output, options: RunOptions,
+             engine: EngineSource | None, decoders: DecodePool | None, notify: Notify,
+             on_progress: Callable[[RunProgress], None] | None, counts: _Counts
+             ) -> Iterator[Record]:
+    """Records for every input not yet in ``output``: the first batch is decoded while
+    the engine is still loading."""
+    todo = _todo(inputs, output, options)
+    first = next(todo, None)
+    if first is None:
+        return
+    if on_progress is not None:
+        counts.total = sum(1 for _ in _todo(inputs, output, options))
+    owned = None
+    if decoders is None:
+        decoders = owned = DecodePool(options.workers or default_workers(),
+                                      options.decode_limits)
+    try:
+        batches = decoded_batches(itertools.chain([first], todo), decoders,
+                                  options.preprocessing, options.batch_size)
+        decoded = next(batches)
+        loaded = _engine(engine, options, notify)
+        check_outputs(loaded.outputs, options.outputs, options.weights)
+        classifier = Classifier(loaded, options.top_k, options.outputs,
+                                batch_size=options.batch_size)
+        counts.started = time.perf_counter()
+        yield from classifier.classify_batches(itertools.chain([decoded], batches))
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def _engine(engine: EngineSource | None, options: RunOptions, notify: Notify) -> Engine:
+    """The engine to run: the one given (waited for if still loading), else loaded."""
+    if isinstance(engine, (Future, Deferred)):
+        return engine.result()
+    if engine is not None:
+        return engine
+    from ..engines.base import load_engine
+    from ..store.weights import ensure_weights
+
+    weights = options.weights or ensure_weights(notify=notify)
+    return load_engine(weights, options.backend, notify)
+
+
+class _NoWriter:
+    """The writer of a run without a sink: records go only to the callbacks."""
+
+    count = 0
+
+    def write(self, record: Record) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+__all__ = ["Deferred", "RunInterrupted", "RunOptions", "RunProgress", "RunSummary",
+           "open_sink", "run"]

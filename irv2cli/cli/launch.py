@@ -1,0 +1,78 @@
+"""Start a run's slow parts first: the engine loads and the decoding workers start while
+the rest of the program is still being imported (see ``pipeline.preload``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def start_engine(weights: Path | None, backend: str, *, resume: bool, quiet: bool):
+    """The engine for ``weights`` (default: the official file), loading on a thread, or
+    deferred until the run needs it: when resuming (there may be nothing left to do) or
+    when the official file must first be downloaded (its bar needs the terminal)."""
+    from ..pipeline.preload import Deferred, start_loading
+
+    engine = None if resume else start_loading(weights, backend, quiet)
+    if engine is None:
+        engine = Deferred(lambda: _download_then_load(weights, backend, quiet))
+    return engine
+
+
+def _download_then_load(weights: Path | None, backend: str, quiet: bool):
+    from ..engines.base import load_engine
+    from ..store.weights import ensure_weights
+    from .render import download_progress, stderr_console
+
+    console = stderr_console()
+
+    def notify(message: str) -> None:
+        if not quiet:
+            console.print(message, style="dim")
+
+    if weights is None:
+        with download_progress(console, "official weights") as progress:
+            weights = ensure_weights(progress=None if quiet else progress, notify=notify)
+    return load_engine(weights, backend, notify)
+
+
+def start_decoders(inputs: tuple[str, ...], workers: int | None, memory: int, timeout: float,
+                   *, resume: bool):
+    """Decoding workers, starting now, or ``None`` when resuming (the run starts its own
+    if anything is left). One photo starts one worker: a list of plain files needs no
+    more workers than files, which costs the first answer least."""
+    if resume:
+        return None
+    from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
+
+    count = workers or default_workers()
+    if not any(os.path.isdir(path) for path in inputs):
+        count = min(count, len(inputs))
+    return DecodePool(count, DecodeLimits(memory, timeout))
+
+
+def launch(inputs: tuple[str, ...], output: Path | None, stdout_sink: Callable | None, *,
+           doing: str, done: str, quiet: bool, verbose: bool, resume: bool, weights: Path | None,
+           backend: str, workers: int | None, decode_memory: int, decode_timeout: float,
+           **fields) -> int:
+    """Run a command over ``inputs`` into ``output`` (else ``stdout_sink()``): start the
+    engine and the workers, then import the rest and run; return the exit status.
+    ``doing``/``done`` name the work on the bar and in the summary ("classified").
+    ``fields`` are the other flags of ``options.run_options`` and ``RunOptions`` fields."""
+    engine = start_engine(weights, backend, resume=resume, quiet=quiet)
+    decoders = start_decoders(inputs, workers, decode_memory, decode_timeout, resume=resume)
+    try:
+        from .render import stderr_console
+        from .runs import execute, options_from_flags
+
+        options = options_from_flags(resume=resume, weights=weights, backend=backend,
+                                     workers=workers, decode_memory=decode_memory,
+                                     decode_timeout=decode_timeout, **fields)
+        sink = output if output is not None else stdout_sink()
+        return execute(inputs, sink, options, engine=engine, decoders=decoders,
+                       console=stderr_console(), doing=doing, done=done, quiet=quiet,
+                       verbose=verbose)
+    finally:
+        if decoders is not None:
+            decoders.close()

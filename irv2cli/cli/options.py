@@ -1,0 +1,98 @@
+"""Option bundles shared by the commands that read images and write runs."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from ..spec import BACKENDS, DEFAULT_MAX_PIXELS, INTERPOLATIONS, RESIZE_MODES, SPEC
+
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class ByteSize(click.ParamType):
+    """A size such as ``2GiB``, ``1.5G``, ``512MiB`` or a plain number, as bytes (binary
+    units)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        number = value.strip().lower().removesuffix("b").removesuffix("i")
+        unit = number[-1:] if number[-1:] in SIZE_UNITS else ""
+        try:
+            size = float(number.removesuffix(unit)) * SIZE_UNITS[unit]
+        except ValueError:
+            size = 0
+        if size < 1:
+            self.fail(f"{value!r} is not a size like 2GiB, 512MiB or 1073741824", param, ctx)
+        return int(size)
+
+
+def bundle(*options):
+    """A decorator applying ``options`` in the order given (as they show in --help)."""
+    return lambda command: functools.reduce(lambda f, option: option(f), reversed(options),
+                                            command)
+
+
+weights_option = click.option(
+    "--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A weights file: official-layout .h5 or Keras 3 .weights.h5. "
+         "Default: the official ImageNet weights, downloaded on first use.")
+
+preprocessing_options = bundle(
+    click.option("--resize", type=click.Choice(RESIZE_MODES), default=SPEC.default_resize,
+                 show_default=True,
+                 help="center-crop: shorter side to 333 px, then the centre 299x299 (timm's "
+                      "recipe). squash: straight to 299x299 like keras.utils.load_img."),
+    click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
+                 default=SPEC.default_interpolation, show_default=True,
+                 help="Resampling filter for the resize."),
+    click.option("--max-pixels", type=click.IntRange(min=1), envvar="IRV2_MAX_PIXELS",
+                 default=DEFAULT_MAX_PIXELS, show_default=True,
+                 help="Refuse images larger than this many pixels (decompression bombs). "
+                      "Env: IRV2_MAX_PIXELS."),
+)
+"""--resize, --interpolation and --max-pixels, for every command that reads images."""
+
+run_options = bundle(
+    click.option("--resume", is_flag=True,
+                 help="Continue an interrupted run: process only inputs not yet in --output."),
+    click.option("--overwrite", is_flag=True, help="Replace an existing --output file."),
+    click.option("--recursive/--no-recursive", default=True, show_default=True,
+                 help="Descend into subfolders of folder inputs."),
+    click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+                 help="Only files in folders matching this pattern, e.g. '*.jpg' "
+                      "(repeatable)."),
+    click.option("--include-hidden", is_flag=True, help="Include hidden files and folders."),
+    click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True,
+                 help="Images per inference call."),
+    click.option("--workers", type=click.IntRange(1, 256),
+                 help="Processes decoding images ahead of inference. Default: one per core "
+                      "(>= 2)."),
+    click.option("--decode-memory", type=ByteSize(), default="2GiB", show_default=True,
+                 envvar="IRV2_DECODE_MEMORY",
+                 help="Memory one file may take to decode (Linux); a file that needs more "
+                      "gets an error record. Env: IRV2_DECODE_MEMORY."),
+    click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True),
+                 default=30.0, show_default=True, envvar="IRV2_DECODE_TIMEOUT",
+                 metavar="SECONDS",
+                 help="Time one file may take to decode; a slower one gets an error record. "
+                      "Env: IRV2_DECODE_TIMEOUT."),
+    click.option("-q", "--quiet", is_flag=True,
+                 help="No progress bar and no summary on stderr."),
+    click.option("-v", "--verbose", is_flag=True,
+                 help="Also print what image decoders warned about (corrupt metadata, short "
+                      "reads) for files that were still processed."),
+    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                 envvar="IRV2_BACKEND",
+                 help="onnx: ONNX Runtime on an artifact built once per weights file and "
+                      "cached (no TensorFlow at run time); keras: the reference Keras model; "
+                      "auto: onnx. Env: IRV2_BACKEND."),
+    weights_option,
+    preprocessing_options,
+)
+"""Everything a run over inputs takes, shared by ``predict`` and ``embed``."""

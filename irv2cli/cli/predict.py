@@ -1,0 +1,51 @@
+"""``irv2 predict``: top-k ImageNet classes for image files and folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..spec import SPEC
+from .options import run_options
+
+FORMATS = ("table", "json", "jsonl", "csv")
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("-k", "--top-k", type=click.IntRange(1, SPEC.num_classes), default=5,
+              show_default=True, help="How many classes to report per image.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="Output format. Default: table on stdout, or from --output's extension.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write results to this .csv/.jsonl/.json file as the run goes.")
+@run_options
+def predict(inputs, top_k, fmt, output, resume, overwrite, **flags):
+    """Classify image files and folders.
+
+    Prints a top-k table per image, or writes JSON/JSONL/CSV records. Folders are walked
+    in sorted order; a file that cannot be classified gets an error record and the run
+    goes on. Exit status: 0 all classified, 1 some input failed, 2 usage error.
+    """
+    if output is None and (resume or overwrite):
+        raise click.UsageError("--resume and --overwrite need --output.")
+    if output is not None and fmt == "table":
+        raise click.UsageError("--output writes csv, jsonl or json; the table is for stdout.")
+    from .launch import launch
+
+    status = launch(inputs, output, lambda: _stdout_sink(fmt or "table"),
+                    doing="classifying", done="classified", top_k=top_k,
+                    fmt=None if fmt == "table" else fmt, resume=resume, overwrite=overwrite,
+                    **flags)
+    click.get_current_context().exit(status)
+
+
+def _stdout_sink(fmt: str):
+    """Tables (rich, in a terminal above the live bar) or records streamed to stdout."""
+    from ..results.writers import WRITERS, Output, StdoutStream
+    from .render import TableWriter
+
+    if fmt == "table":
+        return Output(TableWriter())
+    return Output(WRITERS[fmt](StdoutStream()))

@@ -1,0 +1,107 @@
+"""The command-line side of a run: the live bar, error lines, the summary, the exit status.
+
+``predict`` and ``embed`` both call ``execute``; the run itself is ``pipeline.run``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+from ..inputs.decoding import DecodeLimits
+from ..inputs.images import Preprocessing
+from ..pipeline.run import EngineSource, RunInterrupted, RunOptions, RunProgress, RunSummary, run
+from ..results.records import Record
+from ..results.writers import Output, shown
+from .render import run_progress
+from .signals import exit_status
+
+EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
+
+
+def options_from_flags(*, decode_memory: int, decode_timeout: float, resize: str,
+                       interpolation: str, max_pixels: int | None, globs: tuple[str, ...],
+                       **fields) -> RunOptions:
+    """The ``RunOptions`` that a command's flags (see ``options.run_options``) ask for."""
+    return RunOptions(preprocessing=Preprocessing(resize, interpolation, max_pixels),
+                      decode_limits=DecodeLimits(decode_memory, decode_timeout),
+                      globs=tuple(globs), **fields)
+
+
+class RunDisplay:
+    """Draws one run on ``console``: the bar (started with the first record, so it never
+    competes with a download's bar), each failure, and with ``verbose`` each warning."""
+
+    def __init__(self, console: Console, *, doing: str, bar: bool, verbose: bool):
+        self.console, self.verbose = console, verbose
+        self.progress = run_progress(console, enabled=bar, heading=doing)
+        self.task = None
+
+    def record(self, record: Record) -> None:
+        """A failed record's error, and with ``verbose`` its decoder's warnings."""
+        console = self.progress.console
+        if record.error is not None:
+            console.print(Text(f"error: {shown(record.error)}", style="red"))
+        if self.verbose:
+            for warning in record.warnings:
+                console.print(Text(f"warning: {shown(record.path)}: {shown(warning)}",
+                                   style="yellow"))
+
+    def advance(self, progress: RunProgress) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("", total=progress.total, rate=0.0, failed=0)
+        rate = progress.done / progress.elapsed if progress.elapsed > 0 else 0.0
+        self.progress.update(self.task, completed=progress.done, rate=rate,
+                             failed=progress.failed)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+            self.task = None
+
+
+def execute(inputs: Iterable[str | os.PathLike], sink: Output | Path, options: RunOptions, *,
+            engine: EngineSource, console: Console, doing: str, done: str, quiet: bool,
+            verbose: bool, **run_arguments) -> int:
+    """Run, drawing progress on ``console``; say what was done, how to finish an
+    interrupted run, and return the exit status: 0 all done, 1 some input failed (now or
+    in the resumed file), 128 + signal when interrupted."""
+    bar = console.is_terminal and not quiet
+    display = RunDisplay(console, doing=doing, bar=bar, verbose=verbose)
+    try:
+        summary = run(inputs, sink, options, engine=engine, on_record=display.record,
+                      on_progress=display.advance if bar else None, **run_arguments)
+    except RunInterrupted as interrupt:
+        display.stop()
+        summarize(console, interrupt.summary, done, quiet, interrupted=True)
+        return exit_status(interrupt.__cause__ or interrupt)
+    finally:
+        display.stop()
+    summarize(console, summary, done, quiet)
+    return EXIT_FAILED_INPUTS if summary.any_failed else EXIT_OK
+
+
+def summarize(console: Console, summary: RunSummary, done: str, quiet: bool,
+              interrupted: bool = False) -> None:
+    """The run's last words on stderr: how to finish it if interrupted; unless ``quiet``,
+    counts and speed."""
+    written = summary.classified + summary.failed
+    if interrupted:
+        where = f" in {shown(summary.output)}" if summary.output else ""
+        console.print(f"Interrupted: {written} results were written{where}. "
+                      "Run the same command with --resume to finish.", style="yellow")
+    if quiet:
+        return
+    rate = written / summary.elapsed if summary.elapsed > 0 else 0.0
+    line = (f"{summary.classified} {done}, {summary.failed} failed in {summary.elapsed:.1f} s "
+            f"({rate:.2f} img/s)")
+    if summary.skipped:
+        line += f"; {summary.skipped} already in {shown(summary.output)}"
+        if summary.failed_before:
+            line += f" ({summary.failed_before} of them failed)"
+    console.print(line, style="dim")
