@@ -19,8 +19,9 @@ import pytest
 from filelock import FileLock
 from support import copies, numbered
 
-from irv2cli.engines.onnx_runtime import BUILD_CHILD, artifact_path
+from irv2cli.engines.onnx_runtime import BUILD_CHILD
 from irv2cli.spec import SPEC
+from irv2cli.store.artifacts import artifact_path
 from irv2cli.store.weights import cached_weights_path
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(),

@@ -42,8 +42,6 @@ def test_export_keeps_tensorflow_noise_off_stderr(top_weights, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="engines/keras_engine.py imports tensorflow itself, "
-                   "before network.quiet: it must import it from there (issue 8)")
 def test_keras_backend_keeps_tensorflow_noise_off_stderr(top_weights, samples):
     result = irv2("predict", str(samples / "chelsea.jpg"), "--backend", "keras",
                   "--weights", str(top_weights), "--format", "jsonl")

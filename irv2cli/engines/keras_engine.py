@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from ..network.heads import load_named_outputs
+from ..network.quiet import tensorflow as tf
 
 
 class KerasEngine:

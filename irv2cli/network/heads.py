@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
-
 from ..spec import FEATURES, PROBABILITIES
 from .h5weights import load_weights, weights_include_top
 from .model import build_model
+from .quiet import keras
 
 
 def load_named_outputs(weights: str | Path) -> keras.Model:
