@@ -20,7 +20,7 @@ from irv2cli.bench.harness import (
     plan,
     python_call,
 )
-from irv2cli.cli.render import benchmark_table, cold_start_table
+from irv2cli.cli.bench import benchmark_table, cold_start_table
 
 FOLDER, WEIGHTS, OUTPUT = Path("/data/small"), Path("/w/top.h5"), Path("/tmp/out.jsonl")
 

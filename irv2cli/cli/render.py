@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -23,9 +22,6 @@ from rich.text import Text
 
 from ..results.records import Record
 from ..results.writers import RecordWriter, shown
-
-if TYPE_CHECKING:
-    from ..bench.harness import ColdStart, Summary
 
 
 def stderr_console() -> Console:
@@ -114,32 +110,3 @@ class TableWriter(RecordWriter):
                 self.console.print(prediction_table(record))
             sys.stdout.write(table.get())
             sys.stdout.flush()
-
-
-def benchmark_table(results: list[Summary]) -> Table:
-    """Folder measurements; top-5 agreement is against the first baseline row
-    (plain Keras), for rows with Keras's preprocessing (irv2's default differs on purpose)."""
-    reference = next((m.top5 for m in results if m.pipeline.is_baseline), None)
-    table = Table(title="folder classification (marginal img/s, start-up excluded; median)")
-    for column in ("pipeline", "batch", "img/s", "rounds", "first result (s)",
-                   "peak RSS (MB)", "top-5 = Keras"):
-        table.add_column(column, justify="left" if column == "pipeline" else "right")
-    for m in results:
-        same = ("-" if reference is None or not m.pipeline.keras_preprocessing
-                else "yes" if m.top5 == reference else "NO")
-        table.add_row(m.pipeline.name, str(m.batch_size), f"{m.images_per_second:.2f}",
-                      " ".join(f"{r:.2f}" for r in m.rounds), f"{m.first_result_s:.1f}",
-                      f"{m.peak_rss_mb:.0f}", same)
-    return table
-
-
-def cold_start_table(results: list[ColdStart]) -> Table:
-    """One-image cold starts, with each one's speed-up over the slowest."""
-    slowest = max(r.median_s for r in results)
-    table = Table(title="one image, from process start to exit (median)")
-    for column in ("command", "median (s)", "runs (s)", "peak RSS (MB)", "speed-up"):
-        table.add_column(column, justify="left" if column == "command" else "right")
-    for r in results:
-        table.add_row(r.command, f"{r.median_s:.2f}", " ".join(f"{t:.2f}" for t in r.runs),
-                      f"{r.peak_rss_mb:.0f}", f"{slowest / r.median_s:.1f}x")
-    return table

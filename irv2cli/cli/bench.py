@@ -1,0 +1,97 @@
+"""``irv2 bench``: measure irv2's pipelines against a plain Keras loop, and show the tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..bench.harness import ColdStart, Summary
+
+
+def int_list(ctx, param, value: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter("expected comma-separated integers, e.g. 1,8,16") from None
+    if any(n < 1 for n in numbers):
+        raise click.BadParameter("batch sizes must be at least 1")
+    return numbers
+
+
+@click.command()
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default="samples", show_default=True,
+              help="A folder of JPEG photos to cycle through.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Weights to use. Default: seeded random weights generated offline.")
+@click.option("--small", type=click.IntRange(1), default=8, show_default=True,
+              help="Images in the small folder.")
+@click.option("--large", type=click.IntRange(2), default=40, show_default=True,
+              help="Images in the large folder.")
+@click.option("--batch-sizes", callback=int_list, default="1,8,16", show_default=True,
+              help="irv2 batch sizes to measure.")
+@click.option("--keras-batch-sizes", callback=int_list, default="1,8", show_default=True,
+              help="Plain Keras loop batch sizes to measure.")
+@click.option("--cold-runs", type=click.IntRange(1), default=3, show_default=True,
+              help="Cold starts of each one-image command (the median is shown).")
+@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
+              help="Rounds over every folder measurement (the median is shown).")
+def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds):
+    """Measure folder classification against a plain Keras loop on this machine.
+
+    Prints the cold start of `irv2 predict IMAGE` against the plain Keras recipe, then
+    images/s (marginal: a small and a large folder, so start-up cancels), the time from
+    process start to the first result, and peak RSS, for each pipeline and batch size.
+    Uses generated weights and a temporary cache. Takes several minutes.
+    """
+    from rich.console import Console
+
+    from ..bench.harness import run_benchmark
+    from .render import stderr_console
+
+    if large <= small:
+        raise click.BadParameter("must be larger than --small", param_hint="--large")
+    console = stderr_console()
+    starts, results = run_benchmark(
+        images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds,
+        progress=lambda message: console.print(message, style="dim"))
+    Console().print(cold_start_table(starts))
+    Console().print(benchmark_table(results))
+
+
+def benchmark_table(results: list[Summary]) -> Table:
+    """Folder measurements; top-5 agreement is against the first baseline row
+    (plain Keras), for rows with Keras's preprocessing (irv2's default differs on purpose)."""
+    from rich.table import Table
+
+    reference = next((m.top5 for m in results if m.pipeline.is_baseline), None)
+    table = Table(title="folder classification (marginal img/s, start-up excluded; median)")
+    for column in ("pipeline", "batch", "img/s", "rounds", "first result (s)",
+                   "peak RSS (MB)", "top-5 = Keras"):
+        table.add_column(column, justify="left" if column == "pipeline" else "right")
+    for m in results:
+        same = ("-" if reference is None or not m.pipeline.keras_preprocessing
+                else "yes" if m.top5 == reference else "NO")
+        table.add_row(m.pipeline.name, str(m.batch_size), f"{m.images_per_second:.2f}",
+                      " ".join(f"{r:.2f}" for r in m.rounds), f"{m.first_result_s:.1f}",
+                      f"{m.peak_rss_mb:.0f}", same)
+    return table
+
+
+def cold_start_table(results: list[ColdStart]) -> Table:
+    """One-image cold starts, with each one's speed-up over the slowest."""
+    from rich.table import Table
+
+    slowest = max(r.median_s for r in results)
+    table = Table(title="one image, from process start to exit (median)")
+    for column in ("command", "median (s)", "runs (s)", "peak RSS (MB)", "speed-up"):
+        table.add_column(column, justify="left" if column == "command" else "right")
+    for r in results:
+        table.add_row(r.command, f"{r.median_s:.2f}", " ".join(f"{t:.2f}" for t in r.runs),
+                      f"{r.peak_rss_mb:.0f}", f"{slowest / r.median_s:.1f}x")
+    return table
