@@ -20,7 +20,6 @@ class Hint(Enum):
     SAME_TOP_K = "use the same top_k, or another output path"
     REPLACE = "force=True replaces it"
     REFETCH_WEIGHTS = "fetch a fresh copy (ensure_weights(force=True))"
-    MATCHING_WEIGHTS = "use weights of the matching kind (include_top)"
     FEATURES_ONLY = ("classify with the full weights, or ask these for their features "
                      "(outputs=(FEATURES,))")
     MIRROR = ("set IRV2_MIRROR to a base URL that serves the same file name, or install a "

@@ -301,7 +301,8 @@ def test_resume_with_another_k_is_refused_naming_the_files_k(weights, folder, tm
     before = out.read_bytes()
     result = predict(folder, "--weights", weights, "-o", out, "-k", "5", "--resume")
     assert result.exit_code == 1
-    assert f"{out} holds results for -k 3" in one_line(result.stderr)
+    assert f"{out} holds top-3 results and this run asks for top-5" in one_line(result.stderr)
+    assert "run with the same -k" in one_line(result.stderr)
     assert out.read_bytes() == before
 
 

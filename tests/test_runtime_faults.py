@@ -23,10 +23,11 @@ import pytest
 from filelock import FileLock
 from support import predict
 
+from irv2cli.cli.advice import user_message
 from irv2cli.engines import base as engines
 from irv2cli.engines import onnx_runtime as runtime
 from irv2cli.engines.onnx_runtime import load_onnx_engine
-from irv2cli.errors import WeightsError
+from irv2cli.errors import Hint, WeightsError
 from irv2cli.network.h5weights import expected_layout, read_legacy_layout, weights_include_top
 from irv2cli.spec import PROBABILITIES, SPEC
 from irv2cli.store.artifacts import artifact_path, checksum_path, file_checksum
@@ -227,8 +228,10 @@ def test_a_damaged_official_file_is_refused_with_the_advice_to_fetch_it_again(ca
     official = cached_weights_path(SPEC.top_weights)
     official.parent.mkdir(parents=True)
     text_file(official)
-    with pytest.raises(WeightsError, match=r"irv2 download-weights --force"):
+    with pytest.raises(WeightsError) as caught:
         weights_include_top(official)
+    assert caught.value.hint is Hint.REFETCH_WEIGHTS
+    assert "irv2 download-weights --force" in user_message(caught.value)
 
 
 def test_the_layout_data_is_the_official_files_layout(top_weights, notop_weights):

@@ -12,7 +12,6 @@ FLAG_ADVICE = {
     Hint.SAME_TOP_K: "run with the same -k, or write to another --output",
     Hint.REPLACE: "pass --force to replace it",
     Hint.REFETCH_WEIGHTS: "run `irv2 download-weights --force` to fetch a fresh copy",
-    Hint.MATCHING_WEIGHTS: "use weights of the matching kind (--include-top/--no-top)",
     Hint.FEATURES_ONLY: ("classify with the full weights (the default), or run `irv2 embed` "
                          "for their features"),
     Hint.MIRROR: ("set IRV2_MIRROR (or pass `irv2 download-weights --mirror URL`) to a base "

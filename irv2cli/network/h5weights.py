@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import WeightsError
+from ..errors import Hint, WeightsError
 from ..store.weights import official_file
 
 KERAS3_TOP = "layers/dense"
@@ -42,12 +42,11 @@ def _attribute_list(group: h5py.Group, name: str) -> list[str]:
 
 def _unreadable(path: Path, reason: object) -> WeightsError:
     """The error for a file that is not Keras HDF5 weights, with the remedy that fits it."""
+    problem = f"{path}: not a readable Keras HDF5 weights file ({reason})"
     if official_file(path) is not None:
-        remedy = "Run `irv2 download-weights --force` to fetch a fresh copy."
-    else:
-        remedy = ("Pass Inception-ResNet-V2 weights: the official .h5 layout or a Keras 3 "
-                  ".weights.h5 file.")
-    return WeightsError(f"{path}: not a readable Keras HDF5 weights file ({reason}). {remedy}")
+        return WeightsError(problem, Hint.REFETCH_WEIGHTS)
+    return WeightsError(f"{problem}. Pass Inception-ResNet-V2 weights: the official .h5 "
+                        "layout or a Keras 3 .weights.h5 file.")
 
 
 def _read_layers(path: Path, take) -> list[tuple[str, list]]:
@@ -99,8 +98,7 @@ def expected_layout(include_top: bool = True) -> Layout:
 
 def check_layout(expected: Layout, found: Layout, source: str) -> None:
     """Raise ``WeightsError`` naming the first weighted layer of ``found`` that does not fit."""
-    question = ("Is this an Inception-ResNet-V2 file with the same top "
-                "(--include-top/--no-top)?")
+    question = "Is this an Inception-ResNet-V2 weights file?"
     for index, ((name, want), (saved_name, got)) in enumerate(
             zip(expected, found, strict=False)):
         if want != got:

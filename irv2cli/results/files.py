@@ -132,8 +132,8 @@ RECORDS: dict[str, Callable[[Lines, Path, int], Iterator[tuple[Record, int]]]] =
 def _check_top_k(record: Record, path: Path, top_k: int) -> None:
     k = len(record.predictions)
     if k and k != top_k:
-        raise OutputError(f"{shown(path)} holds results for -k {k}: resume with "
-                          f"-k {k}, or write -k {top_k} to another --output.")
+        raise OutputError(f"{shown(path)} holds top-{k} results and this run asks for "
+                          f"top-{top_k}", hint=Hint.SAME_TOP_K)
 
 
 def scan_results(stream: BinaryIO, path: Path, fmt: str, top_k: int) -> Held:
