@@ -1,1 +1,1 @@
-"""Results: records and labels, the writers (csv/jsonl/json), and results files that resume."""
+"""Results: records and labels, the writers, and the files predict and embed write and\nresume."""
