@@ -1,1 +1,2 @@
-"""Results: records and labels, the writers, and the files predict and embed write and\nresume."""
+"""Results: records and labels, the writers, and the files predict and embed write and
+resume."""
