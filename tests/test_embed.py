@@ -100,3 +100,15 @@ def test_an_output_is_required_and_its_format_must_be_known(weights, folder, tmp
     result = embed(folder, "-o", tmp_path / "features.txt", "--weights", weights)
     assert result.exit_code == 1 and "--format" in result.stderr
     assert not (tmp_path / "features.txt").exists()
+
+
+@pytest.mark.parametrize("name", ["features.npy", "features.parquet", "features.jsonl"])
+def test_files_the_output_writes_inside_an_input_folder_are_never_inputs(weights, folder,
+                                                                        name):
+    """The npy's sidecar and the parquet's staged file included, hidden files too."""
+    output = folder / name
+    result = embed(folder, "-o", output, "--weights", weights, "--include-hidden")
+    assert result.exit_code == 1  # notes.jpg, and nothing else, failed
+    assert "2 embedded, 1 failed" in result.stderr
+    rerun = embed(folder, "-o", output, "--weights", weights, "--include-hidden", "--resume")
+    assert "0 embedded, 0 failed" in rerun.stderr and "3 already in" in rerun.stderr

@@ -179,9 +179,8 @@ class _Counts:
 
 def _todo(inputs: list[str], output: Output, options: RunOptions) -> Iterator[str]:
     """The input paths not yet in ``output``, never the output file itself."""
-    excluded = frozenset([output.identity] if output.identity else [])
     selection = InputSelection(options.recursive, tuple(options.globs),
-                               options.include_hidden, excluded)
+                               options.include_hidden, output.identities)
     return (p for p in iter_image_paths(inputs, selection) if path_key(p) not in output.done)
 
 

@@ -24,7 +24,15 @@ import numpy as np
 
 from ..errors import OutputError
 from .features import DIM, feature_vector
-from .locked import AppendFile, check_writable, open_append, open_locked, write_at, write_failed
+from .locked import (
+    AppendFile,
+    check_writable,
+    identity,
+    open_append,
+    open_locked,
+    write_at,
+    write_failed,
+)
 from .records import Record
 from .scanning import Lines, held_by, json_lines
 from .writers import Output, RecordWriter, json_line, shown
@@ -134,8 +142,7 @@ class NpyFeatures(Output):
         super().__init__(NpyWriter(sidecar, fd, path, count, rows), done, failed)
         self.path, self.sidecar, self._fd = path, sidecar, fd
         self._target, self._created = target, created
-        info = os.fstat(fd)
-        self.identity = (info.st_dev, info.st_ino)
+        self.identities = frozenset([identity(fd), *sidecar.identities])
 
     def release(self, completed: bool) -> None:
         """Unlock and close both; files this run made and never wrote are removed."""

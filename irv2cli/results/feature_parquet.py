@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from ..errors import OutputError
 from ..store.atomic import place
 from .features import DIM, feature_vector
-from .locked import check_writable, open_locked, write_failed
+from .locked import check_writable, identity, open_locked, write_failed
 from .records import Record
 from .scanning import Held, held_by
 from .writers import Output, RecordWriter, printable, shown
@@ -161,8 +161,7 @@ class ParquetFeatures(Output):
         super().__init__(ParquetWriter(path, fd, target, held.records, bool(held.records)),
                          held.paths, held.failed)
         self.path, self._fd, self._target, self._created = path, fd, target, created
-        info = os.fstat(fd)
-        self.identity = (info.st_dev, info.st_ino)
+        self.identities = frozenset(map(identity, (fd, self.writer.stream.fileno())))
 
     def release(self, completed: bool) -> None:
         """Unlock; remove the staged file unless it was put in place, and the empty file

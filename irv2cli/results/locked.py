@@ -34,6 +34,12 @@ def write_failed(path: Path, exc: OSError) -> OutputError:
     return write_error(str(path), exc, hint=Hint.RESUME)
 
 
+def identity(fd: int) -> tuple[int, int]:
+    """The (device, inode) of the open file ``fd``."""
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
+
+
 def _check_regular(path: Path, mode: int) -> None:
     for test, kind in KINDS.items():
         if test(mode):
@@ -102,8 +108,7 @@ class AppendFile:
         self.end = end  # everything before it is complete records
         self._started = False  # truncated to end, then written
         self._pending: list[str] = []
-        info = os.fstat(fd)
-        self.identity = (info.st_dev, info.st_ino)
+        self.identities = frozenset([identity(fd)])
 
     def write(self, text: str) -> None:
         self._pending.append(text)
@@ -157,7 +162,7 @@ class LinesOutput(Output):
     def __init__(self, file: AppendFile, make_writer: Callable[..., RecordWriter],
                  held: Held):
         super().__init__(make_writer(file, held.records), held.paths, held.failed)
-        self.file, self.path, self.identity = file, file.path, file.identity
+        self.file, self.path, self.identities = file, file.path, file.identities
 
     def release(self, completed: bool) -> None:
         self.file.release(completed)

@@ -193,7 +193,8 @@ class Output:
     before its first record writes nothing at all.
     """
 
-    identity: tuple[int, int] | None = None  # (device, inode) of an output file
+    # (device, inode) of every file the output writes: a folder walk never reads them.
+    identities: frozenset[tuple[int, int]] = frozenset()
 
     def __init__(self, writer: RecordWriter, done: frozenset[str] | set[str] = frozenset(),
                  failed: int = 0):
