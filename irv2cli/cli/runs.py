@@ -37,7 +37,7 @@ class RunDisplay:
     competes with a download's bar), each failure, and with ``verbose`` each warning."""
 
     def __init__(self, console: Console, *, doing: str, bar: bool, verbose: bool):
-        self.console, self.verbose = console, verbose
+        self.verbose = verbose
         self.progress = run_progress(console, enabled=bar, heading=doing)
         self.task = None
 
@@ -52,6 +52,7 @@ class RunDisplay:
                                    style="yellow"))
 
     def advance(self, progress: RunProgress) -> None:
+        """Move the bar (starting it the first time)."""
         if self.task is None:
             self.progress.start()
             self.task = self.progress.add_task("", total=progress.total, rate=0.0, failed=0)

@@ -1,4 +1,5 @@
-"""Start loading the engine before the rest of the program is even imported.
+"""Start loading the engine before the rest of the program is even imported (or defer it
+until a run needs one).
 
 ONNX Runtime releases the GIL while it reads and initialises the artifact (about
 0.6 s), so importing NumPy, Pillow and rich, opening the output and walking the
