@@ -1,0 +1,255 @@
+"""Hostile-world regressions for ``irv2 embed`` and the run API: damaged and lying
+feature files, a full disk, odd names, a race on the lock, and API misuse.
+
+Each test is a defect found by attacking the real program; while unfixed it is marked
+``xfail(strict=True)`` so the suite stays green and a fix makes it pass loudly."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from support import fill, tmpfs
+
+from irv2cli import RunInterrupted, RunOptions, run
+from irv2cli.cli.main import cli
+from irv2cli.errors import OutputError
+from irv2cli.inputs.paths import path_key
+from irv2cli.results import locked
+from irv2cli.results.feature_parquet import SCHEMA, staged_path
+from irv2cli.results.features import open_features
+from irv2cli.results.records import Record
+from irv2cli.spec import FEATURES
+
+DIM = 1536
+
+
+def records(count: int, start: int = 0) -> list[Record]:
+    rng = np.random.default_rng(start)
+    return [Record(f"/photos/img{i:03d}.jpg",
+                   features=rng.standard_normal(DIM).astype(np.float32))
+            for i in range(start, start + count)]
+
+
+def write(path, items, *, resume=False, overwrite=False) -> set[str]:
+    """Open, write the items not already done, close; the keys found done."""
+    with open_features(path, resume=resume, overwrite=overwrite) as output:
+        done = set(output.done)
+        for record in items:
+            if path_key(record.path) not in done:
+                output.writer.write(record)
+    return done
+
+
+# --- parquet files that lie ----------------------------------------------------------
+
+def _damage_first_page(path):
+    data = bytearray(path.read_bytes())
+    for i in range(4, 12):  # just after the leading PAR1: the first page's header
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _fake_magic(path):
+    path.write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+
+
+@pytest.mark.xfail(strict=True, reason="a damaged parquet (a page header, or a footer that "
+                   "thrift cannot read) raises pyarrow's OSError from _scan, which is not "
+                   "caught: a traceback instead of 'not a feature file ... move it away'")
+@pytest.mark.parametrize("damage", [_damage_first_page, _fake_magic])
+def test_a_damaged_parquet_is_refused_in_one_line_on_resume(tmp_path, damage):
+    out = tmp_path / "features.parquet"
+    write(out, records(3))
+    damage(out)
+    before = out.read_bytes()
+    with pytest.raises(OutputError) as caught:
+        write(out, records(5), resume=True)
+    assert "features.parquet" in str(caught.value) and "\n" not in str(caught.value)
+    assert out.read_bytes() == before
+
+
+@pytest.mark.xfail(strict=True, reason="a parquet with our schema but a null path makes "
+                   "_unescape(None) raise TypeError: a traceback on --resume")
+def test_a_parquet_row_without_a_path_is_refused_on_resume(tmp_path):
+    out = tmp_path / "features.parquet"
+    pq.write_table(pa.Table.from_pylist([{"path": None, "features": None, "error": "x"}],
+                                        schema=SCHEMA), out)
+    with pytest.raises(OutputError):
+        write(out, records(2), resume=True)
+
+
+@pytest.mark.xfail(strict=True, reason="parquet stores a name's non-UTF-8 bytes as the text "
+                   "\\udcXX, and _unescape turns that text back on resume even when the name "
+                   "really held a backslash: the file is never seen as done and every "
+                   "--resume embeds it again (a duplicate row per resume)")
+def test_a_name_holding_a_literal_backslash_u_escape_resumes_once(tmp_path):
+    out = tmp_path / "features.parquet"
+    item = Record("/photos/back\\udcff.jpg", features=np.ones(DIM, np.float32))
+    write(out, [item])
+    assert path_key(item.path) in write(out, [item], resume=True)
+    assert pq.read_table(out)["path"].to_pylist() == [item.path]
+
+
+# --- jsonl files that lie ------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="a damaged jsonl line nested deeper than the recursion "
+                   "limit makes json.loads raise RecursionError, which json_record does not "
+                   "catch: a traceback on --resume (predict's jsonl too)")
+def test_a_deeply_nested_jsonl_line_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "features.jsonl"
+    out.write_bytes(b'{"path": "/photos/a.jpg", "features": ' + b"[" * 100_000 + b"\n")
+    with pytest.raises(OutputError):
+        write(out, records(2), resume=True)
+
+
+# --- a full disk ---------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="when the disk fills while the parquet is finished, "
+                   "release() closes the staged stream, whose flush fails again with a raw "
+                   "OSError that replaces the one-line OutputError, and the staged file "
+                   "(and the empty placeholder) are left behind")
+@pytest.mark.parametrize("earlier", [0, 3])
+def test_a_full_disk_while_a_parquet_is_finished_is_one_line_and_leaves_nothing(
+        tmp_path, earlier):
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        out, items = disk / "features.parquet", records(30)
+        if earlier:
+            write(out, items[:earlier])
+        before = out.read_bytes() if earlier else None
+        filler = fill(disk, leave=3000)
+        with pytest.raises(OutputError) as caught:
+            write(out, items, resume=True)
+        assert "no space left" in str(caught.value)
+        assert not os.path.exists(staged_path(str(out)))
+        assert sorted(os.listdir(disk)) == sorted(["filler"] + ([out.name] if earlier else []))
+        if earlier:
+            assert out.read_bytes() == before
+        filler.unlink()
+
+
+# --- two runs on one parquet ---------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="parquet replaces the output's inode at close; a run "
+                   "that opened the old inode just before and locks it just after the first "
+                   "run let go holds a lock on a file nobody sees, reads it as empty, and "
+                   "places its own file over the first run's rows (open_locked never checks "
+                   "that the locked inode is still the one at the path)")
+def test_a_run_that_locks_a_replaced_parquet_does_not_clobber_it(tmp_path, monkeypatch):
+    out = tmp_path / "features.parquet"
+    first_rows, second_rows = records(2), records(1, start=2)
+    first = open_features(out, resume=False, overwrite=False)
+    for record in first_rows:
+        first.writer.write(record)
+    real_flock = locked.fcntl.flock
+    ended = []
+
+    def end_first():
+        if not ended:
+            ended.append(True)
+            first.__exit__(None, None, None)
+
+    def flock(fd, operation):
+        # The second run has opened the file; the first one ends before it locks.
+        monkeypatch.setattr(locked.fcntl, "flock", real_flock)
+        end_first()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(locked.fcntl, "flock", flock)
+    try:
+        write(out, second_rows, resume=True)
+    except OutputError:
+        pass  # refusing the second run is fine too
+    finally:
+        end_first()
+    paths = pq.read_table(out)["path"].to_pylist()
+    assert [r.path for r in first_rows] == paths[:2]
+
+
+# --- the run API ---------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="run() iterates its inputs; a single path given as a "
+                   "str is taken character by character, so run('/photos/a.jpg', ...) walks "
+                   "the whole root folder '/' (and every one-letter name)")
+def test_a_single_str_input_is_one_path_not_its_characters(weights, samples):
+    photo = str(samples / "chelsea.jpg")
+    seen = []
+
+    def stop(record):
+        seen.append(record.path)
+        raise KeyboardInterrupt  # never walk far
+
+    try:
+        run(photo, None, RunOptions(weights=weights, outputs=(FEATURES,), batch_size=1),
+            on_record=stop)
+    except (TypeError, ValueError):
+        return  # refusing a bare str is a fix too
+    except RunInterrupted:
+        pass
+    assert seen == [photo]
+
+
+@pytest.mark.xfail(strict=True, reason="an Output keeps its file descriptor number after the "
+                   "run that used it closed it; run(inputs, output) again (run enters the "
+                   "Output as a context manager and writes through it) writes records through "
+                   "that stale number, into whatever file now holds it, or fails with a raw "
+                   "EBADF; a closed Output should be refused before anything is written")
+def test_an_output_reused_after_its_run_never_writes_into_another_file(tmp_path):
+    output = open_features(tmp_path / "features.jsonl", resume=False, overwrite=False)
+    first, second = records(2)
+    with output as opened:  # what run() does with an Output sink
+        opened.writer.write(first)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    fd = os.open(victim, os.O_RDWR)
+    if fd != output.file.fd:  # the number the closed output held is reused
+        os.dup2(fd, output.file.fd)
+        os.close(fd)
+    try:
+        with output as opened:  # a second run() on the same Output
+            opened.writer.write(second)
+    except Exception:
+        pass  # refusing a closed output is the fix
+    finally:
+        with contextlib.suppress(OSError):  # the second use may have closed it
+            os.close(output.file.fd)
+    assert victim.read_text() == "precious\n"
+
+
+# --- Ctrl-C at the wrong moment ------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="a Ctrl-C while onnxruntime's C extension initializes "
+                   "(on the main thread when resuming) comes out of pybind11 as "
+                   "ImportError('initialization failed') caused by the KeyboardInterrupt: a "
+                   "traceback and exit 1 instead of 'Interrupted ... --resume' and 130")
+def test_ctrl_c_while_the_runtime_loads_is_an_interrupt(tmp_path, samples, top_weights,
+                                                        monkeypatch):
+    from irv2cli.engines import base
+
+    def interrupted_import(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:  # what pybind11 turns a Ctrl-C in PyInit into
+            raise ImportError("initialization failed") from exc
+
+    monkeypatch.setattr(base, "load_engine", interrupted_import)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        shutil.copy(samples / name, folder / name)
+    out = tmp_path / "features.jsonl"
+    out.write_text(json.dumps({"path": str(folder / "chelsea.jpg"), "features": [0.0] * DIM,
+                               "error": None}) + "\n")
+    result = CliRunner().invoke(cli, ["embed", str(folder), "-o", str(out), "--weights",
+                                      str(top_weights), "--resume"])
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 130 and "Interrupted" in result.stderr
