@@ -7,10 +7,12 @@ the legacy .h5 layout, once per test session.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +23,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-
 
 @pytest.fixture(scope="session")
 def samples() -> Path:
@@ -84,9 +85,10 @@ def shared_engines():
 
 
 @pytest.fixture
-def cached_engines(shared_engines, monkeypatch):
+def cached_engines(shared_engines, session_homes, monkeypatch):
     """Make ``irv2cli.engines.base.load_engine`` reuse real engines across tests: building one
-    takes seconds (Keras) or half a minute (the ONNX artifact)."""
+    takes seconds (Keras) or half a minute (the ONNX artifact). A real load runs in the
+    session's home for those weights, so an artifact is built at most once a session."""
     from irv2cli.engines import base as engines
 
     real = engines.load_engine
@@ -94,7 +96,8 @@ def cached_engines(shared_engines, monkeypatch):
     def engine_for(weights, backend="auto", notify=lambda message: None):
         key = (str(Path(weights).resolve()), backend)
         if key not in shared_engines:
-            shared_engines[key] = real(weights, backend, notify)
+            with irv2_home(session_homes(weights)):
+                shared_engines[key] = real(weights, backend, notify)
         return shared_engines[key]
 
     monkeypatch.setattr(engines, "load_engine", engine_for)
@@ -138,22 +141,52 @@ def http_directory(tmp_path):
     server.server_close()
 
 
+@contextlib.contextmanager
+def irv2_home(home: Path) -> Iterator[Path]:
+    """``IRV2_HOME`` is ``home`` meanwhile."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IRV2_HOME", str(home))
+        yield home
+
+
 @pytest.fixture(scope="session")
-def built_runtime(top_weights, tmp_path_factory) -> Path:
-    """A runtime folder holding the fast-runtime artifact for ``top_weights``, built once."""
+def session_homes(tmp_path_factory) -> Callable[[Path], Path]:
+    """``session_homes(weights)``: an ``IRV2_HOME`` shared by the whole session, one per
+    weights content (copies share one), so that the fast-runtime artifact for those weights
+    is built there at most once a session. (No weights are installed there, so even a copy
+    of an official file is keyed by its bytes, as the home's artifact is.)"""
+    from irv2cli.store.artifacts import file_checksum
+
+    homes: dict[str, Path] = {}
+
+    def home_for(weights: Path) -> Path:
+        key = file_checksum(Path(weights))
+        if key not in homes:
+            homes[key] = tmp_path_factory.mktemp("built") / "irv2"
+        return homes[key]
+
+    return home_for
+
+
+def prebuilt(weights: Path, session_homes: Callable[[Path], Path]) -> Path:
+    """The session's runtime folder holding the artifact for ``weights``, built if need be."""
     from irv2cli.engines.onnx_runtime import load_onnx_engine
 
-    home = tmp_path_factory.mktemp("built") / "irv2"
-    saved = os.environ.get("IRV2_HOME")
-    os.environ["IRV2_HOME"] = str(home)
-    try:
-        load_onnx_engine(top_weights)
-    finally:
-        if saved is None:
-            del os.environ["IRV2_HOME"]
-        else:
-            os.environ["IRV2_HOME"] = saved
+    with irv2_home(session_homes(weights)) as home:
+        load_onnx_engine(weights)
     return home / "runtime"
+
+
+@pytest.fixture(scope="session")
+def built_runtime(top_weights, session_homes) -> Path:
+    """A runtime folder holding the fast-runtime artifact for ``top_weights``, built once."""
+    return prebuilt(top_weights, session_homes)
+
+
+@pytest.fixture(scope="session")
+def notop_runtime(notop_weights, session_homes) -> Path:
+    """A runtime folder holding the artifact for ``notop_weights``, built once."""
+    return prebuilt(notop_weights, session_homes)
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
 """Named outputs: every engine gives the 1536-d features beside the probabilities, equal to
 keras.applications' feature extractor, and notop weights give the features alone.
 
-The module adds one artifact build (for the notop weights); the top one is the session's.
+Both artifacts, top and notop, are the session's (``built_runtime``, ``notop_runtime``).
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -16,7 +15,7 @@ import pytest
 from support import predict
 
 from irv2cli.engines.base import Engine
-from irv2cli.engines.onnx_runtime import OnnxEngine, load_onnx_engine
+from irv2cli.engines.onnx_runtime import OnnxEngine
 from irv2cli.errors import EngineError
 from irv2cli.inputs.images import load_input
 from irv2cli.pipeline.classifier import Classifier
@@ -33,16 +32,6 @@ def images(samples) -> np.ndarray:
     photos = [load_input(samples / name) for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg")]
     noise = np.random.default_rng(5).uniform(-1, 1, (299, 299, 3)).astype("float32")
     return np.stack([*photos, noise])
-
-
-@pytest.fixture(scope="module")
-def notop_runtime(notop_weights, tmp_path_factory) -> Path:
-    """A runtime folder holding the artifact for ``notop_weights``, built once."""
-    home = tmp_path_factory.mktemp("notop-built") / "irv2"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IRV2_HOME", str(home))
-        load_onnx_engine(notop_weights)
-    return home / "runtime"
 
 
 @pytest.fixture(scope="module")

@@ -212,7 +212,8 @@ def start_and_wait_for_lines(command: list[str], out: Path, lines: int) -> subpr
     return process
 
 
-def test_sigkill_then_resume_gives_every_image_exactly_once(top_weights, tmp_path, samples):
+def test_sigkill_then_resume_gives_every_image_exactly_once(top_weights, runtime_ready,
+                                                            tmp_path, samples):
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(24):
@@ -244,7 +245,8 @@ def test_resume_refuses_a_file_that_is_not_results_and_keeps_it(weights, weird, 
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".r.jsonl")] == []
 
 
-def test_ctrl_c_stops_cleanly_and_closes_the_json_array(top_weights, tmp_path, samples):
+def test_ctrl_c_stops_cleanly_and_closes_the_json_array(top_weights, runtime_ready, tmp_path,
+                                                         samples):
     folder = copies(samples / "coffee.jpg", tmp_path / "many", numbered(30))
     out = tmp_path / "results.json"
     process = start_and_wait_for_lines(

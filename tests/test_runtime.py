@@ -15,7 +15,6 @@ import pytest
 from irv2cli.engines import onnx_runtime as runtime
 from irv2cli.engines.keras_engine import KerasEngine
 from irv2cli.engines.onnx_runtime import OnnxEngine, load_onnx_engine
-from irv2cli.export.artifact import build_artifact
 from irv2cli.inputs.images import load_input
 from irv2cli.spec import PROBABILITIES
 from irv2cli.store import artifacts
@@ -23,9 +22,10 @@ from irv2cli.store.artifacts import artifact_path, checksum_path
 
 
 @pytest.fixture(scope="session")
-def onnx_artifact(top_weights, tmp_path_factory):
-    """The optimised artifact for the session's generated weights, built once."""
-    return build_artifact(top_weights, tmp_path_factory.mktemp("artifact") / "irv2.onnx")
+def onnx_artifact(top_weights, built_runtime):
+    """The optimised artifact for the session's generated weights, built once (the
+    session's, never damaged by a test)."""
+    return built_runtime / artifact_path(top_weights).name
 
 
 @pytest.fixture(scope="module")
