@@ -24,6 +24,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
+# A test that uses one of these, itself or through another fixture, builds a Keras model
+# (the generated weights come from one), an engine or the runtime artifact: it is slow.
+SLOW_FIXTURES = frozenset({"reference_model", "reference_notop", "top_weights", "notop_weights",
+                           "weights", "cached_engines", "built_runtime", "notop_runtime",
+                           "runtime_ready"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
+def pytest_collection_modifyitems(items) -> None:
+    """Mark ``slow`` every test that uses a fixture of ``SLOW_FIXTURES``; the tests that
+    are slow for another reason (a process, TensorFlow) carry the mark themselves."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """The repository's real sample photos (see samples/README.md)."""

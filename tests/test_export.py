@@ -173,6 +173,7 @@ def test_keras_file_reloads_like_keras(keras_export, batch, features):
     assert np.abs(got - features).max() < 1e-4
 
 
+@pytest.mark.slow  # runs every export (its fixture is requested by name)
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
 def test_contract_describes_input_output_and_weights(fmt, request):
     exported: Exported = request.getfixturevalue(f"{fmt}_export")

@@ -95,6 +95,7 @@ def test_the_size_option_reads_binary_units():
             size.convert(bad, None, None)
 
 
+@pytest.mark.slow  # decoding worker processes
 def test_each_misbehaving_decoder_costs_only_its_own_file(tmp_path, samples, capfd):
     folder = hostile_folder(tmp_path / "hostile", samples)
     paths = sorted(str(p) for p in folder.iterdir())
@@ -117,6 +118,7 @@ def test_each_misbehaving_decoder_costs_only_its_own_file(tmp_path, samples, cap
     assert "hostile" not in printed.err + printed.out  # nothing reached the terminal
 
 
+@pytest.mark.slow  # decoding worker processes
 def test_a_worker_that_dies_is_replaced(tmp_path, samples):
     crash = hostile_images.write(tmp_path / "crash.img", "segfault")
     with DecodePool(1, LIMITS) as pool:
@@ -127,6 +129,7 @@ def test_a_worker_that_dies_is_replaced(tmp_path, samples):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS: Linux only")
+@pytest.mark.slow  # decoding worker processes
 def test_a_deep_grey_image_decodes_within_a_modest_memory_ceiling(tmp_path):
     deep = np.arange(4000 * 4000, dtype=np.uint32).astype(np.uint16).reshape(4000, 4000)
     Image.fromarray(deep).save(tmp_path / "scan.png")  # 16 megapixels, 16 bits deep
@@ -136,6 +139,7 @@ def test_a_deep_grey_image_decodes_within_a_modest_memory_ceiling(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
+@pytest.mark.slow  # decoding worker processes
 def test_a_worker_killed_between_files_does_not_stop_decoding(samples):
     with DecodePool(2, LIMITS) as pool:
         assert isinstance(pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result(),
@@ -168,6 +172,7 @@ pool.close()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
+@pytest.mark.slow  # starts a process
 def test_ctrl_c_and_hangup_do_not_reach_processes_still_starting(samples):
     """A terminal sends Ctrl-C and its hang-up to the whole process group: a decoding
     worker still importing Python, or multiprocessing's resource tracker, must neither die
@@ -178,6 +183,7 @@ def test_ctrl_c_and_hangup_do_not_reach_processes_still_starting(samples):
     assert (done.stdout.split(), done.stderr) == (["Decoded", "True"], "")
 
 
+@pytest.mark.slow  # decoding worker processes
 def test_a_decode_memory_beyond_any_address_space_means_no_ceiling(samples):
     with DecodePool(1, DecodeLimits(memory=1 << 70, timeout=30.0)) as pool:
         outcome = pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result()
@@ -195,6 +201,7 @@ print(resource.getrlimit(resource.RLIMIT_AS) == (64 << 30, 64 << 30), 0 < allowe
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS: Linux only")
+@pytest.mark.slow  # starts a process
 def test_the_memory_ceiling_keeps_a_hard_limit_already_set():
     """Only root may raise a hard limit (``ulimit -v``): a worker that tried failed to
     start, so every file got "could not be decoded (BrokenProcessPool ...)"."""

@@ -10,6 +10,8 @@ from irv2cli.inputs.images import load_input
 from irv2cli.network.h5weights import load_weights, weights_include_top
 from irv2cli.network.model import build_model
 
+pytestmark = pytest.mark.slow  # every test builds a Keras model
+
 
 @pytest.fixture(scope="module")
 def inputs(samples) -> np.ndarray:

@@ -144,6 +144,7 @@ def test_official_weights_are_downloaded_on_first_use(top_weights, samples, monk
 HEAVY = ("tensorflow", "keras", "numpy", "PIL", "onnx", "onnxruntime", "openvino")
 
 
+@pytest.mark.slow  # starts a process per command
 @pytest.mark.parametrize("command", [[], ["predict"], ["download-weights"], ["export"],
                                      ["bench"]])
 def test_help_imports_nothing_heavy(command):

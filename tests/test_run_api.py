@@ -13,8 +13,6 @@ from irv2cli import RunInterrupted, RunOptions, run
 from irv2cli.errors import Hint, OutputError
 from irv2cli.spec import FEATURES, PROBABILITIES
 
-pytestmark = pytest.mark.slow  # runs the network
-
 
 @pytest.fixture
 def folder(tmp_path, samples):

@@ -24,8 +24,9 @@ from irv2cli.spec import SPEC
 from irv2cli.store.artifacts import artifact_path
 from irv2cli.store.weights import cached_weights_path
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(),
-                                reason="POSIX signals and /proc (Linux) are needed")
+pytestmark = [pytest.mark.skipif(not Path("/proc/self/cmdline").exists(),
+                                 reason="POSIX signals and /proc (Linux) are needed"),
+              pytest.mark.slow]  # every test starts a process
 
 PROMPTLY_S = 5.0  # a build takes half a minute; a lock may be held for minutes
 

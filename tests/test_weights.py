@@ -294,8 +294,9 @@ def race_in_threads(weight_file: WeightFile, base_url: str, release: Callable[[]
         return [str(future.result(timeout=30)) for future in futures]
 
 
-@pytest.mark.parametrize("race", [race_in_threads, race_in_processes],
-                         ids=["threads", "processes"])
+@pytest.mark.parametrize("race", [race_in_threads,
+                                  pytest.param(race_in_processes, marks=pytest.mark.slow)],
+                         ids=["threads", "processes"])  # processes: starts two
 def test_concurrent_downloads_fetch_the_file_once(server, weight_file, payload, race):
     server.gate.clear()  # hold the first request until the other downloader has started
 
