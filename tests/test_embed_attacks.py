@@ -176,9 +176,6 @@ def test_a_run_that_locks_a_replaced_parquet_does_not_clobber_it(tmp_path, monke
 # --- the run API ---------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="run() iterates its inputs; a single path given as a "
-                   "str is taken character by character, so run('/photos/a.jpg', ...) walks "
-                   "the whole root folder '/' (and every one-letter name)")
 def test_a_single_str_input_is_one_path_not_its_characters(weights, samples):
     photo = str(samples / "chelsea.jpg")
     seen = []
@@ -227,10 +224,6 @@ def test_an_output_reused_after_its_run_never_writes_into_another_file(tmp_path)
 # --- Ctrl-C at the wrong moment ------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a Ctrl-C while onnxruntime's C extension initializes "
-                   "(on the main thread when resuming) comes out of pybind11 as "
-                   "ImportError('initialization failed') caused by the KeyboardInterrupt: a "
-                   "traceback and exit 1 instead of 'Interrupted ... --resume' and 130")
 def test_ctrl_c_while_the_runtime_loads_is_an_interrupt(tmp_path, samples, top_weights,
                                                         monkeypatch):
     from irv2cli.engines import base

@@ -116,14 +116,15 @@ def open_sink(path: str | os.PathLike, options: RunOptions) -> Output:
                         overwrite=options.overwrite, top_k=options.top_k)
 
 
-def run(inputs: Iterable[str | os.PathLike], sink: Output | str | os.PathLike | None = None,
+def run(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
+        sink: Output | str | os.PathLike | None = None,
         options: RunOptions = RunOptions(), *, engine: EngineSource | None = None,
         decoders: DecodePool | None = None, notify: Notify = lambda message: None,
         on_record: Callable[[Record], None] | None = None,
         on_progress: Callable[[RunProgress], None] | None = None) -> RunSummary:
-    """Process ``inputs`` (files, folders, which are walked in sorted order) into ``sink``
-    (an ``Output``, a path opened with ``open_sink``, or ``None``: records go only to
-    ``on_record``) and say what was done.
+    """Process ``inputs`` (files and folders, which are walked in sorted order; or one
+    path) into ``sink`` (an ``Output``, a path opened with ``open_sink``, or ``None``:
+    records go only to ``on_record``) and say what was done.
 
     ``engine`` is a loaded engine, one still loading (a ``Future`` or ``Deferred``), or
     ``None``: the engine for ``options.weights``/``backend`` is loaded once the first
@@ -133,6 +134,8 @@ def run(inputs: Iterable[str | os.PathLike], sink: Output | str | os.PathLike | 
     file that cannot be read gets an error record and the run goes on. On Ctrl-C the sink
     is closed cleanly and ``RunInterrupted`` carries the summary.
     """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]  # one path, not its characters
     inputs = [os.fspath(p) for p in inputs]
     path = None if sink is None or isinstance(sink, Output) else Path(sink)
     where = path if path is not None else getattr(sink, "path", None)
@@ -216,7 +219,19 @@ def _records(inputs: list[str], output: Output, options: RunOptions,
 
 
 def _engine(engine: EngineSource | None, options: RunOptions, notify: Notify) -> Engine:
-    """The engine to run: the one given (waited for if still loading), else loaded."""
+    """The engine to run: the one given (waited for if still loading), else loaded. A
+    Ctrl-C while a native module initialises comes out of the import as an ImportError:
+    it is the interrupt it was."""
+    try:
+        return _resolve(engine, options, notify)
+    except ImportError as exc:
+        interrupt = exc.__cause__ or exc.__context__
+        if isinstance(interrupt, KeyboardInterrupt):
+            raise interrupt from None
+        raise
+
+
+def _resolve(engine: EngineSource | None, options: RunOptions, notify: Notify) -> Engine:
     if isinstance(engine, (Future, Deferred)):
         return engine.result()
     if engine is not None:
