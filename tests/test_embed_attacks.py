@@ -100,9 +100,6 @@ def test_a_name_holding_a_literal_backslash_u_escape_resumes_once(tmp_path):
 
 # --- jsonl files that lie ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a damaged jsonl line nested deeper than the recursion "
-                   "limit makes json.loads raise RecursionError, which json_record does not "
-                   "catch: a traceback on --resume (predict's jsonl too)")
 def test_a_deeply_nested_jsonl_line_is_refused_in_one_line(tmp_path):
     out = tmp_path / "features.jsonl"
     out.write_bytes(b'{"path": "/photos/a.jpg", "features": ' + b"[" * 100_000 + b"\n")

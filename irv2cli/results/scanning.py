@@ -75,13 +75,14 @@ class Lines:
 
 
 def json_record(text: bytes, path: Path, line: int, parse: Parse) -> Record:
-    """The record on one line of JSON; a line that is not one of ours is refused."""
+    """The record on one line of JSON; a line that is not one of ours is refused (also
+    one nested too deep to parse)."""
     try:
         data = json.loads(text.decode(ENCODING, ERRORS))
         if not isinstance(data["path"], str):
             raise TypeError("path")
         return parse(data)
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise not_records(path, line) from None
 
 
