@@ -58,5 +58,9 @@ class ExportError(Irv2Error):
     """A model cannot be exported: the output is in the way, or a converter is missing."""
 
 
+class ClassLookupError(Irv2Error):
+    """A class asked for by WordNet ID, index or label is unknown, or the label is ambiguous."""
+
+
 class EngineError(Irv2Error):
     """An engine failed: it returned no usable scores, or its runtime could not be built."""

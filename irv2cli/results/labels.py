@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
 import numpy as np
+
+from ..errors import ClassLookupError
+
+WNID = re.compile(r"n\d{8}")
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,45 @@ def imagenet_labels() -> tuple[ClassLabel, ...]:
     """The 1000 classes in output order."""
     raw = json.loads(class_index_path().read_text(encoding="utf-8"))
     return tuple(ClassLabel(i, *raw[str(i)]) for i in range(len(raw)))
+
+
+def find_class(query: str) -> ClassLabel:
+    """The class ``query`` names: a WordNet ID (``n02123045``), an index (``0``..``999``) or
+    a label. Labels match exactly, else ignoring case and with spaces for underscores
+    (``"tiger cat"``); ``Cardigan`` (the corgi) and ``cardigan`` (the sweater) differ only
+    in case. Raises ``ClassLookupError`` for an unknown class or an ambiguous label
+    (``crane``: the bird and the machine), listing the WordNet IDs to choose from."""
+    text = query.strip()
+    labels = imagenet_labels()
+    if text.isdecimal():
+        if int(text) < len(labels):
+            return labels[int(text)]
+        raise ClassLookupError(f"class index {text} is out of range: 0 to {len(labels) - 1}.")
+    if WNID.fullmatch(text):
+        for label in labels:
+            if label.wnid == text:
+                return label
+        raise ClassLookupError(f"{text} is not the WordNet ID of an ImageNet class.")
+    return _by_label(text, labels)
+
+
+def _folded(label: str) -> str:
+    return label.casefold().replace(" ", "_")
+
+
+def _by_label(text: str, labels: tuple[ClassLabel, ...]) -> ClassLabel:
+    """The one class labelled ``text`` (see ``find_class``)."""
+    matches = ([c for c in labels if c.label == text]
+               or [c for c in labels if _folded(c.label) == _folded(text)])
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        choices = ", ".join(f"{c.wnid} ({c.label}, index {c.index})" for c in matches)
+        raise ClassLookupError(f"{text!r} names {len(matches)} ImageNet classes: {choices}; "
+                               "name one by its WordNet ID.")
+    close = difflib.get_close_matches(_folded(text), sorted({c.label for c in labels}), n=3)
+    advice = f"; did you mean {' or '.join(map(repr, close))}?" if close else "."
+    raise ClassLookupError(f"no ImageNet class is labelled {text!r}{advice}")
 
 
 @dataclass(frozen=True)
