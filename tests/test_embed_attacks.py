@@ -134,11 +134,6 @@ def test_a_full_disk_while_a_parquet_is_finished_is_one_line_and_leaves_nothing(
 
 # --- two runs on one parquet ---------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="parquet replaces the output's inode at close; a run "
-                   "that opened the old inode just before and locks it just after the first "
-                   "run let go holds a lock on a file nobody sees, reads it as empty, and "
-                   "places its own file over the first run's rows (open_locked never checks "
-                   "that the locked inode is still the one at the path)")
 def test_a_run_that_locks_a_replaced_parquet_does_not_clobber_it(tmp_path, monkeypatch):
     out = tmp_path / "features.parquet"
     first_rows, second_rows = records(2), records(1, start=2)

@@ -57,29 +57,54 @@ def _open(target: str) -> tuple[int, bool]:
             return os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o666), True
 
 
-def open_locked(path: Path) -> tuple[int, str, bool]:
-    """``path`` opened and locked: its descriptor, its target (symlinks followed) and
-    whether this call created it; what is not a regular file is refused before it is
-    opened, a file another run holds at once."""
-    target = os.path.realpath(path)
+def is_at(fd: int, target: str) -> bool:
+    """Whether the open file ``fd`` is still the file at ``target`` (not replaced or
+    removed since it was opened)."""
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        return False
+    return identity(fd) == (info.st_dev, info.st_ino)
+
+
+def _open_regular(path: Path, target: str) -> tuple[int, bool]:
+    """``target`` opened (see ``_open``); what is not a regular file is refused first."""
     try:
         with contextlib.suppress(FileNotFoundError):
             _check_regular(path, os.stat(target).st_mode)
-        fd, created = _open(target)
+        return _open(target)
     except OSError as exc:
         raise OutputError(f"{shown(path)}: cannot write results "
                           f"({os_reason(exc)}).") from None
+
+
+def _lock(path: Path, fd: int) -> None:
+    """Lock the open file ``path`` at once; one another run holds is refused."""
+    _check_regular(path, os.fstat(fd).st_mode)
     try:
-        _check_regular(path, os.fstat(fd).st_mode)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(fd)
         raise OutputError(f"{shown(path)} is being written by another irv2 run: wait for "
                           "it to finish", hint=Hint.OTHER_OUTPUT) from None
-    except BaseException:
+
+
+def open_locked(path: Path) -> tuple[int, str, bool]:
+    """``path`` opened and locked: its descriptor, its target (symlinks followed) and
+    whether this call created it; what is not a regular file is refused before it is
+    opened, a file another run holds at once. A file that another run replaced or
+    removed between the open and the lock (a Parquet output put in place) is let go
+    and the path opened again."""
+    target = os.path.realpath(path)
+    while True:
+        fd, created = _open_regular(path, target)
+        try:
+            _lock(path, fd)
+            if is_at(fd, target):
+                return fd, target, created
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
-        raise
-    return fd, target, created
 
 
 def check_writable(path: Path, fd: int, *, resume: bool, overwrite: bool) -> int:
