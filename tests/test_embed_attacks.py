@@ -61,9 +61,6 @@ def _fake_magic(path):
     path.write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
 
 
-@pytest.mark.xfail(strict=True, reason="a damaged parquet (a page header, or a footer that "
-                   "thrift cannot read) raises pyarrow's OSError from _scan, which is not "
-                   "caught: a traceback instead of 'not a feature file ... move it away'")
 @pytest.mark.parametrize("damage", [_damage_first_page, _fake_magic])
 def test_a_damaged_parquet_is_refused_in_one_line_on_resume(tmp_path, damage):
     out = tmp_path / "features.parquet"
@@ -76,8 +73,6 @@ def test_a_damaged_parquet_is_refused_in_one_line_on_resume(tmp_path, damage):
     assert out.read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, reason="a parquet with our schema but a null path makes "
-                   "_unescape(None) raise TypeError: a traceback on --resume")
 def test_a_parquet_row_without_a_path_is_refused_on_resume(tmp_path):
     out = tmp_path / "features.parquet"
     pq.write_table(pa.Table.from_pylist([{"path": None, "features": None, "error": "x"}],
@@ -86,10 +81,6 @@ def test_a_parquet_row_without_a_path_is_refused_on_resume(tmp_path):
         write(out, records(2), resume=True)
 
 
-@pytest.mark.xfail(strict=True, reason="parquet stores a name's non-UTF-8 bytes as the text "
-                   "\\udcXX, and _unescape turns that text back on resume even when the name "
-                   "really held a backslash: the file is never seen as done and every "
-                   "--resume embeds it again (a duplicate row per resume)")
 def test_a_name_holding_a_literal_backslash_u_escape_resumes_once(tmp_path):
     out = tmp_path / "features.parquet"
     item = Record("/photos/back\\udcff.jpg", features=np.ones(DIM, np.float32))
@@ -109,10 +100,6 @@ def test_a_deeply_nested_jsonl_line_is_refused_in_one_line(tmp_path):
 
 # --- a full disk ---------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="when the disk fills while the parquet is finished, "
-                   "release() closes the staged stream, whose flush fails again with a raw "
-                   "OSError that replaces the one-line OutputError, and the staged file "
-                   "(and the empty placeholder) are left behind")
 @pytest.mark.parametrize("earlier", [0, 3])
 def test_a_full_disk_while_a_parquet_is_finished_is_one_line_and_leaves_nothing(
         tmp_path, earlier):

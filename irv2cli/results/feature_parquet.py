@@ -1,13 +1,15 @@
 """Features as Parquet: columns path (string), features (a fixed-size list of 1536
-float32; null for an image that failed) and error (string; null on success), written
-in row groups of ``ROW_GROUP`` records (about 1.5 MiB of features each).
+float32; null for an image that failed), error (string; null on success) and path_bytes
+(binary; null unless the name is not UTF-8), written in row groups of ``ROW_GROUP``
+records (about 1.5 MiB of features each).
 
 A Parquet file can be read only once its footer is written, at close. So a run writes
 a staged file beside the output (``.NAME.staged``) and puts it in place whole
 (``store.atomic.place``: fsynced, then renamed) when the run ends: done, interrupted
-(Ctrl-C, SIGTERM), or failed after writing records. Resuming copies the complete file's
-row groups into the staged file, then appends; a resumed run with nothing new leaves
-the file as it was. The output is locked, like predict's, while a run holds it.
+(Ctrl-C, SIGTERM), or failed after writing records. Resuming checks every row group of
+the complete file, copies them into the staged file, then appends; a resumed run with
+nothing new leaves the file as it was. The output is locked, like predict's, while a
+run holds it.
 
 The trade-off: a hard kill (SIGKILL, power loss) or a full disk loses the rows that run
 wrote. The previous complete file is untouched and resumable, and the next run removes
@@ -15,16 +17,19 @@ the staged leftover; but only ``.npy`` and ``.jsonl`` keep every completed recor
 through a hard kill. Resuming also costs a copy of the file, and since the file is
 replaced rather than written in place, its mode and symlinks stay but hard links do not.
 
-Parquet strings are UTF-8: a file name that is not is stored with ``\\udcXX`` escapes (as
-``printable`` shows it), and read back as the same name when resuming.
+Parquet strings are UTF-8. A name that is UTF-8 is stored as it is in ``path``, with
+``path_bytes`` null; one that is not has ``path`` as ``printable`` shows it (each byte
+that is not UTF-8 as ``\\udcXX``) and its exact bytes in ``path_bytes``, which is what
+resuming reads. So every name, even one holding the text ``\\udcff``, reads back as
+itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +39,32 @@ import pyarrow.parquet as pq
 from ..errors import OutputError
 from ..store.atomic import place
 from .features import DIM, feature_vector
-from .locked import check_writable, identity, open_locked, write_failed
+from .locked import check_writable, identity, is_at, open_locked, write_failed
 from .records import Record
 from .scanning import Held, held_by
-from .writers import Output, RecordWriter, printable, shown
+from .writers import ENCODING, ERRORS, Output, RecordWriter, printable, shown
 
 ROW_GROUP = 256
 SCHEMA = pa.schema([("path", pa.string()),
                     ("features", pa.list_(pa.field("item", pa.float32()), DIM)),
-                    ("error", pa.string())])
-_ESCAPE = re.compile(r"\\u(d[89a-f][0-9a-f]{2})")
+                    ("error", pa.string()),
+                    ("path_bytes", pa.binary())])
+Row = tuple[str, np.ndarray | None, str | None, bytes | None]  # one row of SCHEMA
 
 
-def _unescape(text: str) -> str:
-    """A name as ``printable`` wrote it, with its ``\\udcXX`` escapes turned back."""
-    return _ESCAPE.sub(lambda match: chr(int(match[1], 16)), text)
+def stored_name(text: str | None, raw: bytes | None) -> str:
+    """The name a row holds (its ``path`` and ``path_bytes``)."""
+    if raw is not None:
+        return raw.decode(ENCODING, ERRORS)
+    if text is None:
+        raise ValueError("a row without a path")
+    return text
+
+
+def _name_columns(name: str) -> tuple[str, bytes | None]:
+    """``path`` and ``path_bytes`` for ``name``: the bytes only when it is not UTF-8."""
+    text = printable(name)
+    return text, None if text == name else name.encode(ENCODING, ERRORS)
 
 
 def staged_path(target: str) -> str:
@@ -63,18 +79,29 @@ def _not_features(path: Path, exc: Exception) -> OutputError:
                        "file away or fix it before resuming.")
 
 
+def _group_records(group: pa.Table) -> Iterator[tuple[Record, int]]:
+    """The records of one row group; a row with both or neither of features and error
+    is refused."""
+    columns = (group["path"].to_pylist(), group["path_bytes"].to_pylist(),
+               group["error"].to_pylist(), group["features"].is_null().to_pylist())
+    for text, raw, error, failed in zip(*columns, strict=True):
+        if failed != (error is not None):
+            raise ValueError("a row with both or neither of features and error")
+        yield Record(stored_name(text, raw), error=error), 0
+
+
 def _scan(path: Path, fd: int) -> Held:
-    """The path keys and errors of a complete feature file; anything else is refused."""
+    """The path keys and errors of a complete feature file, each row group read whole
+    (so copying it cannot fail later); anything else is refused."""
     try:
         with open(fd, "rb", closefd=False) as stream:
             parquet = pq.ParquetFile(stream)
             if not parquet.schema_arrow.equals(SCHEMA):
-                raise ValueError("its columns are not path, features, error")
-            table = parquet.read(columns=["path", "error"])
-    except (pa.ArrowException, ValueError) as exc:
+                raise ValueError("its columns are not path, features, error, path_bytes")
+            return held_by(record for group in range(parquet.num_row_groups)
+                           for record in _group_records(parquet.read_row_group(group)))
+    except (pa.ArrowException, OSError, ValueError) as exc:  # thrift's errors are OSError
         raise _not_features(path, exc) from None
-    return held_by((Record(_unescape(name), error=error), 0) for name, error in
-                   zip(table["path"].to_pylist(), table["error"].to_pylist(), strict=True))
 
 
 class ParquetWriter(RecordWriter):
@@ -93,12 +120,13 @@ class ParquetWriter(RecordWriter):
         self.path, self.fd, self.target, self.staged = path, fd, target, staged
         self.resumed, self.placed, self.broken = resumed, False, False
         self._parquet: pq.ParquetWriter | None = None
-        self._rows: list[tuple[str, np.ndarray | None, str | None]] = []
+        self._rows: list[Row] = []
 
     def write(self, record: Record) -> None:
         vector = feature_vector(record)
         error = None if record.error is None else printable(record.error)
-        self._rows.append((printable(record.path), vector, error))
+        text, raw = _name_columns(record.path)
+        self._rows.append((text, vector, error, raw))
         self.count += 1
         if len(self._rows) >= ROW_GROUP:
             self._guarded(self._flush_rows)
@@ -109,7 +137,6 @@ class ParquetWriter(RecordWriter):
         if self.broken or (self.resumed and self._parquet is None and not self._rows):
             return
         self._guarded(self._finish)
-        place(self.staged, self.target)
         self.placed = True
 
     def _guarded(self, operation) -> None:
@@ -139,19 +166,21 @@ class ParquetWriter(RecordWriter):
         self._flush_rows()
         self._start().close()
         self.stream.close()
+        place(self.staged, self.target)
 
 
-def _table(rows: list[tuple[str, np.ndarray | None, str | None]]) -> pa.Table:
+def _table(rows: list[Row]) -> pa.Table:
     """One row group of ``SCHEMA``."""
+    texts, vectors, errors, raws = zip(*rows, strict=True)
     values = np.zeros((len(rows), DIM), dtype=np.float32)
-    for i, (_, vector, _) in enumerate(rows):
+    for i, vector in enumerate(vectors):
         if vector is not None:
             values[i] = vector
     features = pa.FixedSizeListArray.from_arrays(
-        pa.array(values.ravel()), DIM, mask=pa.array([v is None for _, v, _ in rows]))
-    return pa.Table.from_arrays([pa.array([p for p, _, _ in rows], pa.string()), features,
-                                 pa.array([e for _, _, e in rows], pa.string())],
-                                schema=SCHEMA)
+        pa.array(values.ravel()), DIM, mask=pa.array([v is None for v in vectors]))
+    return pa.Table.from_arrays([pa.array(texts, pa.string()), features,
+                                 pa.array(errors, pa.string()),
+                                 pa.array(raws, pa.binary())], schema=SCHEMA)
 
 
 class ParquetFeatures(Output):
@@ -169,10 +198,11 @@ class ParquetFeatures(Output):
         writer = self.writer
         try:
             if not writer.placed:
-                writer.stream.close()
+                with contextlib.suppress(OSError):  # a full disk fails its flush again
+                    writer.stream.close()
                 with contextlib.suppress(OSError):
                     os.unlink(writer.staged)
-                if self._created:
+                if self._created and is_at(self._fd, self._target):
                     with contextlib.suppress(OSError):
                         os.unlink(self._target)
         finally:
