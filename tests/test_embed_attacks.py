@@ -25,6 +25,8 @@ from irv2cli.inputs.paths import path_key
 from irv2cli.results import locked
 from irv2cli.results.feature_parquet import SCHEMA, staged_path
 from irv2cli.results.features import open_features
+from irv2cli.results.files import open_results
+from irv2cli.results.labels import Prediction
 from irv2cli.results.records import Record
 from irv2cli.spec import FEATURES
 
@@ -173,11 +175,6 @@ def test_a_single_str_input_is_one_path_not_its_characters(weights, samples):
     assert seen == [photo]
 
 
-@pytest.mark.xfail(strict=True, reason="an Output keeps its file descriptor number after the "
-                   "run that used it closed it; run(inputs, output) again (run enters the "
-                   "Output as a context manager and writes through it) writes records through "
-                   "that stale number, into whatever file now holds it, or fails with a raw "
-                   "EBADF; a closed Output should be refused before anything is written")
 def test_an_output_reused_after_its_run_never_writes_into_another_file(tmp_path):
     output = open_features(tmp_path / "features.jsonl", resume=False, overwrite=False)
     first, second = records(2)
@@ -201,6 +198,51 @@ def test_an_output_reused_after_its_run_never_writes_into_another_file(tmp_path)
 
 
 # --- Ctrl-C at the wrong moment ------------------------------------------------------
+
+def _open_any(path, *, resume, overwrite):
+    """A feature file (``.parquet``, ``.npy``, ``.jsonl``) or predict's ``.json``/``.csv``."""
+    if path.suffix in (".json", ".csv"):
+        return open_results(path, path.suffix[1:], resume=resume, overwrite=overwrite,
+                            top_k=1)
+    return open_features(path, resume=resume, overwrite=overwrite)
+
+
+def _run(path, items, *, overwrite=False, interrupt=False) -> None:
+    """A run writing ``items``, then ended by a Ctrl-C if ``interrupt``."""
+    with contextlib.suppress(KeyboardInterrupt), \
+            _open_any(path, resume=False, overwrite=overwrite) as output:
+        for record in items:
+            output.writer.write(record)
+        if interrupt:
+            raise KeyboardInterrupt
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("name", ["features.parquet", "features.npy", "features.jsonl",
+                                  "results.json", "results.csv"])
+def test_ctrl_c_before_the_first_record_leaves_an_overwritten_file_as_it_was(tmp_path,
+                                                                             name):
+    out = tmp_path / name
+    items = records(3)
+    if out.suffix in (".json", ".csv"):
+        items = [Record(r.path, [Prediction(1, 285, "n02124075", "Egyptian_cat", 0.5)])
+                 for r in items]
+    _run(out, items)
+    before = _files(tmp_path)
+    _run(out, [], overwrite=True, interrupt=True)  # Ctrl-C while the runtime loads
+    assert _files(tmp_path) == before
+    _run(out, items[:1], overwrite=True, interrupt=True)  # one record: closed cleanly
+    with _open_any(out, resume=True, overwrite=False) as output:
+        assert output.done == {path_key(items[0].path)}
+    fresh = tmp_path / "fresh" / name
+    fresh.parent.mkdir()
+    _run(fresh, [], interrupt=True)
+    assert _files(fresh.parent) == {}
+
+
 
 @pytest.mark.slow
 def test_ctrl_c_while_the_runtime_loads_is_an_interrupt(tmp_path, samples, top_weights,

@@ -188,9 +188,10 @@ class Output:
     """Where one run's records go: ``writer``, and what an earlier run left there
     (``done``: path keys, see ``inputs.path_key``; ``failed``: its error records).
 
-    Used as a context manager: the writer is closed (a JSON array gets its ``]``) when
-    the run ends or is interrupted, or fails after writing records; a run that fails
-    before its first record writes nothing at all.
+    Used as a context manager, for one run only: the writer is closed (a JSON array gets
+    its ``]``) when the run ends, or is interrupted or fails after writing records; a run
+    that is interrupted or fails before its first record writes nothing at all. Once
+    closed, the output refuses another run.
     """
 
     # (device, inode) of every file the output writes: a folder walk never reads them.
@@ -199,21 +200,28 @@ class Output:
     def __init__(self, writer: RecordWriter, done: frozenset[str] | set[str] = frozenset(),
                  failed: int = 0):
         self.writer, self.done, self.failed = writer, done, failed
+        self.held = writer.count  # the records an earlier run left
+        self.closed = False
 
     def __enter__(self) -> Output:
+        if self.closed:
+            raise ValueError("this output was closed at the end of the run that used it; "
+                             "open the file again for another run")
         return self
 
     def __exit__(self, kind, exc, traceback) -> None:
-        ended = kind is None or issubclass(kind, KeyboardInterrupt)
+        wrote = self.writer.count > self.held
+        ended = kind is None or (wrote and issubclass(kind, KeyboardInterrupt))
         closed = False
         try:
-            if ended or self.writer.count:
+            if ended or wrote:
                 self.writer.close()
             closed = True
         except Exception:
             if ended:
                 raise  # else the run's own error is the one to report
         finally:
+            self.closed = True
             self.release(completed=ended and closed)
 
     def release(self, completed: bool) -> None:
