@@ -159,19 +159,32 @@ def resize(image: Image.Image, mode: str = SPEC.default_resize,
         return image if image.size == (size, size) else image.resize((size, size), resample)
     if mode != "center-crop":
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}, not {mode!r}")
+    new_size, (left, top) = center_crop_plan(image.size, size)
+    if new_size[0] * new_size[1] <= MAX_INTERMEDIATE_SQUARES * size * size:
+        return image.resize(new_size, resample).crop((left, top, left + size, top + size))
+    return image.resize((size, size), resample, box=center_crop_box(image.size, size))
+
+
+def center_crop_plan(image_size: tuple[int, int], size: int = SPEC.input_size
+                     ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The centre crop of an image of ``image_size`` (width, height): the size the whole
+    image is resized to, and where the crop's top-left corner falls in that."""
     short = SPEC.shorter_side(size)
-    width, height = image.size
+    width, height = image_size
     if width <= height:
         new_size = (short, max(size, int(height * short / width)))
     else:
         new_size = (max(size, int(width * short / height)), short)
-    left = round((new_size[0] - size) / 2.0)
-    top = round((new_size[1] - size) / 2.0)
-    if new_size[0] * new_size[1] <= MAX_INTERMEDIATE_SQUARES * size * size:
-        return image.resize(new_size, resample).crop((left, top, left + size, top + size))
-    x_scale, y_scale = width / new_size[0], height / new_size[1]
-    box = (left * x_scale, top * y_scale, (left + size) * x_scale, (top + size) * y_scale)
-    return image.resize((size, size), resample, box=box)
+    return new_size, (round((new_size[0] - size) / 2.0), round((new_size[1] - size) / 2.0))
+
+
+def center_crop_box(image_size: tuple[int, int], size: int = SPEC.input_size
+                    ) -> tuple[float, float, float, float]:
+    """The region of an image of ``image_size`` that the centre crop keeps, in the image's
+    own pixel coordinates: (left, top, right, bottom), pixel edges, as Pillow's ``box``."""
+    (new_width, new_height), (left, top) = center_crop_plan(image_size, size)
+    x_scale, y_scale = image_size[0] / new_width, image_size[1] / new_height
+    return (left * x_scale, top * y_scale, (left + size) * x_scale, (top + size) * y_scale)
 
 
 def to_input(pixels: Image.Image | np.ndarray) -> np.ndarray:
