@@ -21,7 +21,8 @@ Submit = Callable[[str], "Future[Outcome]"]
 class Batch:
     """Up to ``batch_size`` inputs in order; ``inputs[i]`` is the image of ``paths[decoded[i]]``.
 
-    ``errors`` and ``warnings`` are keyed by position in ``paths``.
+    ``errors`` and ``warnings`` are keyed by position in ``paths``; ``pixels`` are the
+    decoded images as the workers gave them (N, 299, 299, 3) uint8, ``inputs`` scaled.
     """
 
     paths: tuple[str, ...]
@@ -29,16 +30,17 @@ class Batch:
     decoded: tuple[int, ...]
     errors: dict[int, str] = field(default_factory=dict)
     warnings: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    pixels: np.ndarray | None = None
 
 
 def _assemble(paths: list[str], outcomes: list[Outcome]) -> Batch:
     decoded = tuple(i for i, o in enumerate(outcomes) if not isinstance(o, str))
     size = SPEC.input_size
-    inputs = (to_input(np.stack([outcomes[i].pixels for i in decoded])) if decoded
-              else np.zeros((0, size, size, 3), np.float32))
+    pixels = (np.stack([outcomes[i].pixels for i in decoded]) if decoded
+              else np.zeros((0, size, size, 3), np.uint8))
     errors = {i: o for i, o in enumerate(outcomes) if isinstance(o, str)}
     warnings = {i: outcomes[i].warnings for i in decoded if outcomes[i].warnings}
-    return Batch(tuple(paths), inputs, decoded, errors, warnings)
+    return Batch(tuple(paths), to_input(pixels), decoded, errors, warnings, pixels)
 
 
 def iter_batches(paths: Iterable[str], submit: Submit, batch_size: int) -> Iterator[Batch]:

@@ -27,7 +27,8 @@ class Classifier:
     """Classify (or embed) image files or preprocessed arrays with one loaded engine.
 
     ``outputs`` names what each record carries: ``probabilities`` (its top-k
-    ``predictions``) and/or ``features`` (its 1536-d vector).
+    ``predictions``) and/or ``features`` (its 1536-d vector); with ``keep_pixels``, a
+    decoded image's record also carries its input ``pixels`` (299x299x3 uint8).
 
     >>> classifier = Classifier.from_weights()          # official weights, cached
     >>> for record in classifier.classify(["cat.jpg"]):
@@ -43,6 +44,7 @@ class Classifier:
     batch_size: int = 8
     workers: int | None = None
     decode_limits: DecodeLimits = field(default_factory=DecodeLimits)
+    keep_pixels: bool = False
 
     @classmethod
     def from_weights(cls, weights: str | os.PathLike | None = None, backend: str = "auto",
@@ -86,21 +88,24 @@ class Classifier:
 
     def classify_batch(self, batch: Batch) -> list[Record]:
         """Records for every path of ``batch``, in order, failures included."""
-        rows = iter(self._rows(self.infer(batch.inputs)) if batch.decoded else [])
+        rows = iter(self._rows(self.infer(batch.inputs), batch) if batch.decoded else [])
         return [
             Record(path, error=batch.errors[i]) if i in batch.errors
             else Record(path, warnings=batch.warnings.get(i, ()), **next(rows))
             for i, path in enumerate(batch.paths)
         ]
 
-    def _rows(self, outputs: Outputs) -> Iterator[dict]:
-        """Each image's record fields: its top-k and/or its features, as asked for."""
+    def _rows(self, outputs: Outputs, batch: Batch) -> Iterator[dict]:
+        """Each decoded image's record fields: its top-k and/or its features, as asked
+        for, and its pixels when kept."""
         for i in range(len(next(iter(outputs.values())))):
             fields = {}
             if PROBABILITIES in self.outputs:
                 fields["predictions"] = decode_top_k(outputs[PROBABILITIES][i], self.top_k)
             if FEATURES in self.outputs:
                 fields["features"] = outputs[FEATURES][i]
+            if self.keep_pixels:
+                fields["pixels"] = batch.pixels[i]
             yield fields
 
     def classify_batches(self, batches: Iterable[Batch]) -> Iterator[Record]:

@@ -38,8 +38,10 @@ class RunOptions:
     """What a run reads, how it decodes and infers, and what it asks the network for.
 
     ``outputs`` names what each record carries: ``probabilities`` (the top-k
-    predictions) and/or ``features`` (the 1536-d average-pooled vector). ``resume``,
-    ``overwrite`` and ``fmt`` apply when the sink is given as a path.
+    predictions) and/or ``features`` (the 1536-d average-pooled vector). ``pixels``
+    makes each decoded image's record carry its input pixels (299x299x3 uint8, e.g.
+    for a report's thumbnails; no file writes them). ``resume``, ``overwrite`` and
+    ``fmt`` apply when the sink is given as a path.
     """
 
     weights: Path | None = None  # default: the official file, fetched if missing
@@ -56,6 +58,7 @@ class RunOptions:
     fmt: str | None = None  # default: from the sink path's extension
     resume: bool = False
     overwrite: bool = False
+    pixels: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def _records(inputs: list[str], output: Output, options: RunOptions,
         loaded = _engine(engine, options, notify)
         check_outputs(loaded.outputs, options.outputs, options.weights)
         classifier = Classifier(loaded, options.top_k, options.outputs,
-                                batch_size=options.batch_size)
+                                batch_size=options.batch_size, keep_pixels=options.pixels)
         counts.started = time.perf_counter()
         yield from classifier.classify_batches(itertools.chain([decoded], batches))
     finally:
