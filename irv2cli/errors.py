@@ -15,6 +15,7 @@ class Hint(Enum):
 
     RESUME_OR_OVERWRITE = "resume=True continues that run; overwrite=True replaces it"
     RESUME = "then resume the run (resume=True)"
+    OVERWRITE = "overwrite=True replaces it"
     OTHER_OUTPUT = "choose another output path"
     NAME_FORMAT = "use a known extension, or name the format (fmt=...)"
     SAME_TOP_K = "use the same top_k, or another output path"

@@ -7,6 +7,7 @@ from ..errors import Hint, Irv2Error
 FLAG_ADVICE = {
     Hint.RESUME_OR_OVERWRITE: "pass --resume to continue that run, or --overwrite to replace it",
     Hint.RESUME: "then run the same command with --resume",
+    Hint.OVERWRITE: "pass --overwrite to replace it",
     Hint.OTHER_OUTPUT: "choose another --output",
     Hint.NAME_FORMAT: "use a known extension, or pass --format",
     Hint.SAME_TOP_K: "run with the same -k, or write to another --output",
