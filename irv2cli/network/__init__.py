@@ -1,1 +1,1 @@
-"""The network in Keras: the model, official .h5 loading, generated weights. Imports Keras."""
+"""The network in Keras: model, .h5 loading, generated weights; architecture.py is plain Python."""
