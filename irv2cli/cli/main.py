@@ -13,6 +13,7 @@ from .bench import bench
 from .embed import embed
 from .export import export
 from .predict import predict
+from .report import report
 from .signals import exit_status, stop_on_signals
 from .weights import download_weights
 
@@ -36,7 +37,7 @@ def cli() -> None:
     """Classify images with Inception-ResNet-V2 (ImageNet, 1000 classes)."""
 
 
-for command in (predict, embed, download_weights, export, bench):
+for command in (predict, embed, download_weights, export, bench, report):
     cli.add_command(command)
 
 

@@ -1,0 +1,41 @@
+"""``irv2 report``: the HTML report of an earlier ``irv2 predict`` run, from its results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import preprocessing_options
+
+
+@click.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The HTML file to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
+@click.option("--workers", type=click.IntRange(1, 256),
+              help="Processes decoding the thumbnails. Default: one per core (>= 2).")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@preprocessing_options
+def report(results, output, overwrite, workers, quiet, resize, interpolation, max_pixels):
+    """Write an HTML report of a predict run from its results file (.jsonl, .json, .csv).
+
+    Each image gets a thumbnail, decoded again from the file the record names (in
+    isolated worker processes, as predict decodes), and its top-k labels; failed files
+    are listed with their errors. Paths are read as the file holds them, relative to
+    the current folder. Exit status: 0 written, 1 the file could not be read or written.
+    """
+    from ..inputs.decoding import DecodePool, default_workers
+    from ..inputs.images import Preprocessing
+    from ..results.report import report_results
+    from ..results.writers import shown
+    from .render import stderr_console
+
+    with DecodePool(workers or default_workers()) as decoders:
+        classified, failed = report_results(
+            results, output, decoders, overwrite=overwrite,
+            preprocessing=Preprocessing(resize, interpolation, max_pixels))
+    if not quiet:
+        stderr_console().print(f"{shown(output)}: {classified} classified, {failed} failed",
+                               style="dim")
