@@ -15,6 +15,7 @@ from .export import export
 from .predict import predict
 from .report import report
 from .signals import exit_status, stop_on_signals
+from .summary import summary
 from .weights import download_weights
 
 
@@ -37,7 +38,7 @@ def cli() -> None:
     """Classify images with Inception-ResNet-V2 (ImageNet, 1000 classes)."""
 
 
-for command in (predict, embed, download_weights, export, bench, report):
+for command in (predict, embed, download_weights, export, bench, summary, report):
     cli.add_command(command)
 
 

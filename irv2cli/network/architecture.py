@@ -90,7 +90,7 @@ MAX_POOL = Pool("max")
 
 STAGES: tuple[Stage, ...] = (
     # 299x299x3 -> 35x35x192
-    Stage("stem", "stem", ((
+    Stage("stem", "convolutions", ((
         Conv(32, (3, 3), 2, VALID), Conv(32, (3, 3), padding=VALID), Conv(64, (3, 3)), MAX_POOL,
         Conv(80, (1, 1), padding=VALID), Conv(192, (3, 3), padding=VALID), MAX_POOL,
     ),)),
