@@ -11,6 +11,7 @@ from ..version import __version__
 from .advice import user_message
 from .bench import bench
 from .embed import embed
+from .explain import explain
 from .export import export
 from .predict import predict
 from .report import report
@@ -38,7 +39,7 @@ def cli() -> None:
     """Classify images with Inception-ResNet-V2 (ImageNet, 1000 classes)."""
 
 
-for command in (predict, embed, download_weights, export, bench, summary, report):
+for command in (predict, embed, explain, download_weights, export, bench, summary, report):
     cli.add_command(command)
 
 
