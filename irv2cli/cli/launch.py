@@ -3,8 +3,9 @@ the rest of the program is still being imported (see ``pipeline.preload``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -52,27 +53,48 @@ def start_decoders(inputs: tuple[str, ...], workers: int | None, memory: int, ti
     return DecodePool(count, DecodeLimits(memory, timeout))
 
 
+@contextlib.contextmanager
+def open_html_report(report: Path | None, inputs: tuple[str, ...], output: Path | None, *,
+                     overwrite: bool) -> Iterator:
+    """The run's HTML report, put in place when the block ends (``None`` when there is
+    none): an existing file is refused now, before anything runs, unless ``overwrite``."""
+    if report is None:
+        yield None
+        return
+    from ..results.report import open_report
+
+    shown = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
+    source = f"irv2 predict {shown}" + (f" -> {output}" if output is not None else "")
+    with open_report(report, overwrite=overwrite, source=source) as html:
+        yield html
+
+
 def launch(inputs: tuple[str, ...], output: Path | None, stdout_sink: Callable | None, *,
            doing: str, done: str, quiet: bool, verbose: bool, resume: bool, weights: Path | None,
            backend: str, workers: int | None, decode_memory: int, decode_timeout: float,
-           **fields) -> int:
-    """Run a command over ``inputs`` into ``output`` (else ``stdout_sink()``): start the
-    engine and the workers, then import the rest and run; return the exit status.
-    ``doing``/``done`` name the work on the bar and in the summary ("classified").
-    ``fields`` are the other flags of ``options.run_options`` and ``RunOptions`` fields."""
-    engine = start_engine(weights, backend, resume=resume, quiet=quiet)
-    decoders = start_decoders(inputs, workers, decode_memory, decode_timeout, resume=resume)
-    try:
-        from .render import stderr_console
-        from .runs import execute, options_from_flags
+           report: Path | None = None, **fields) -> int:
+    """Run a command over ``inputs`` into ``output`` (else ``stdout_sink()``), and an HTML
+    ``report`` if asked: start the engine and the workers, then import the rest and run;
+    return the exit status. ``doing``/``done`` name the work on the bar and in the
+    summary ("classified"). ``fields`` are the other flags of ``options.run_options`` and
+    ``RunOptions`` fields."""
+    with open_html_report(report, inputs, output,
+                          overwrite=fields.get("overwrite", False)) as html:
+        engine = start_engine(weights, backend, resume=resume, quiet=quiet)
+        decoders = start_decoders(inputs, workers, decode_memory, decode_timeout,
+                                  resume=resume)
+        try:
+            from .render import stderr_console
+            from .runs import execute, options_from_flags
 
-        options = options_from_flags(resume=resume, weights=weights, backend=backend,
-                                     workers=workers, decode_memory=decode_memory,
-                                     decode_timeout=decode_timeout, **fields)
-        sink = output if output is not None else stdout_sink()
-        return execute(inputs, sink, options, engine=engine, decoders=decoders,
-                       console=stderr_console(), doing=doing, done=done, quiet=quiet,
-                       verbose=verbose)
-    finally:
-        if decoders is not None:
-            decoders.close()
+            options = options_from_flags(resume=resume, weights=weights, backend=backend,
+                                         workers=workers, decode_memory=decode_memory,
+                                         decode_timeout=decode_timeout,
+                                         pixels=html is not None, **fields)
+            sink = output if output is not None else stdout_sink()
+            return execute(inputs, sink, options, engine=engine, decoders=decoders,
+                           console=stderr_console(), doing=doing, done=done, quiet=quiet,
+                           verbose=verbose, report=html)
+        finally:
+            if decoders is not None:
+                decoders.close()

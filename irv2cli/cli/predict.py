@@ -20,16 +20,21 @@ FORMATS = ("table", "json", "jsonl", "csv")
               help="Output format. Default: table on stdout, or from --output's extension.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write results to this .csv/.jsonl/.json file as the run goes.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write an HTML report (thumbnails, top-k, failures, summary) to "
+                   "this file.")
 @run_options
-def predict(inputs, top_k, fmt, output, resume, overwrite, **flags):
+def predict(inputs, top_k, fmt, output, report, resume, overwrite, **flags):
     """Classify image files and folders.
 
     Prints a top-k table per image, or writes JSON/JSONL/CSV records. Folders are walked
     in sorted order; a file that cannot be classified gets an error record and the run
     goes on. Exit status: 0 all classified, 1 some input failed, 2 usage error.
     """
-    if output is None and (resume or overwrite):
-        raise click.UsageError("--resume and --overwrite need --output.")
+    if output is None and resume:
+        raise click.UsageError("--resume needs --output.")
+    if output is None and report is None and overwrite:
+        raise click.UsageError("--overwrite needs --output or --report.")
     if output is not None and fmt == "table":
         raise click.UsageError("--output writes csv, jsonl or json; the table is for stdout.")
     from .launch import launch
@@ -37,7 +42,7 @@ def predict(inputs, top_k, fmt, output, resume, overwrite, **flags):
     status = launch(inputs, output, lambda: _stdout_sink(fmt or "table"),
                     doing="classifying", done="classified", top_k=top_k,
                     fmt=None if fmt == "table" else fmt, resume=resume, overwrite=overwrite,
-                    **flags)
+                    report=report, **flags)
     click.get_current_context().exit(status)
 
 

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
@@ -19,6 +20,9 @@ from ..results.records import Record
 from ..results.writers import Output, shown
 from .render import run_progress
 from .signals import exit_status
+
+if TYPE_CHECKING:
+    from ..results.report import HtmlReport
 
 EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
 
@@ -68,23 +72,53 @@ class RunDisplay:
 
 def execute(inputs: Iterable[str | os.PathLike], sink: Output | Path, options: RunOptions, *,
             engine: EngineSource, console: Console, doing: str, done: str, quiet: bool,
-            verbose: bool, **run_arguments) -> int:
-    """Run, drawing progress on ``console``; say what was done, how to finish an
-    interrupted run, and return the exit status: 0 all done, 1 some input failed (now or
-    in the resumed file), 128 + signal when interrupted."""
+            verbose: bool, report: HtmlReport | None = None, **run_arguments) -> int:
+    """Run, drawing progress on ``console`` and each record into ``report`` if given
+    (finished with the summary, also when interrupted); say what was done, how to finish
+    an interrupted run, and return the exit status: 0 all done, 1 some input failed (now
+    or in the resumed file), 128 + signal when interrupted."""
     bar = console.is_terminal and not quiet
     display = RunDisplay(console, doing=doing, bar=bar, verbose=verbose)
+    on_record = display.record if report is None else _both(display.record, report.write)
     try:
-        summary = run(inputs, sink, options, engine=engine, on_record=display.record,
+        summary = run(inputs, sink, options, engine=engine, on_record=on_record,
                       on_progress=display.advance if bar else None, **run_arguments)
     except RunInterrupted as interrupt:
         display.stop()
+        finish_report(report, interrupt.summary, interrupted=True)
         summarize(console, interrupt.summary, done, quiet, interrupted=True)
         return exit_status(interrupt.__cause__ or interrupt)
     finally:
         display.stop()
+    finish_report(report, summary)
     summarize(console, summary, done, quiet)
     return EXIT_FAILED_INPUTS if summary.any_failed else EXIT_OK
+
+
+def _both(first: Callable[[Record], None], second: Callable[[Record], None]
+          ) -> Callable[[Record], None]:
+    """A record callback that calls ``first``, then ``second``."""
+    def both(record: Record) -> None:
+        first(record)
+        second(record)
+    return both
+
+
+def finish_report(report: HtmlReport | None, summary: RunSummary,
+                  interrupted: bool = False) -> None:
+    """End ``report`` with the run's elapsed time, and notes on what it does not show."""
+    if report is None:
+        return
+    notes = []
+    if interrupted:
+        written = summary.classified + summary.failed
+        notes.append(f"The run was interrupted after {written} images"
+                     + (": run the same command with --resume to finish it."
+                        if summary.output else "."))
+    if summary.skipped:
+        notes.append(f"{summary.skipped} images already in {summary.output} are not shown: "
+                     f"irv2 report {summary.output} shows the whole file.")
+    report.finish(summary.elapsed, notes)
 
 
 def summarize(console: Console, summary: RunSummary, done: str, quiet: bool,

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from ..inputs.decoding import DecodePool, Outcome
 
-THUMBNAIL = 128  # pixels on the longer side
+THUMBNAIL = 96  # pixels on the longer side, as the card shows it
 QUALITY = 70  # JPEG quality of the thumbnails
 AHEAD = 16  # files decoded ahead when thumbnails are read again
 CENTRE_CROP = Preprocessing()  # what predict feeds the network by default
@@ -94,13 +94,13 @@ h1{font-size:20px;margin:0 0 8px}h2{font-size:16px;margin:0 0 8px}
 #summary dl{display:flex;flex-wrap:wrap;gap:4px 24px;margin:0}
 #summary dt{color:#5c6670}#summary dd{margin:0 0 0 6px;font-weight:600}
 #summary div{display:flex}.note{margin:6px 0 0;color:#8a4b00}
-main{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:12px;
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;
 padding:16px 20px}
 .card{margin:0;background:#fff;border:1px solid #d8dce0;border-radius:6px;padding:8px;
-display:flex;gap:8px;content-visibility:auto;contain-intrinsic-size:auto 220px auto 150px}
+display:flex;gap:8px;content-visibility:auto;contain-intrinsic-size:auto 300px auto 150px}
 .card.failed{border-color:#e0a0a0;background:#fff6f6}
 [hidden]{display:none!important}
-.thumb{flex:none;width:64px;height:64px;object-fit:cover;border-radius:4px;background:#e8eaed}
+.thumb{flex:none;width:96px;height:96px;object-fit:cover;border-radius:4px;background:#e8eaed}
 .none{display:flex;align-items:center;justify-content:center;color:#8a939b;font-size:11px}
 figcaption{min-width:0;flex:1}
 .name{margin:0 0 4px;font-weight:600;overflow-wrap:anywhere}
@@ -132,7 +132,7 @@ def thumbnail(pixels: np.ndarray, size: int = THUMBNAIL) -> bytes:
     image = Image.fromarray(pixels, "RGB")
     image.thumbnail((size, size), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=QUALITY)
+    image.save(buffer, "JPEG", quality=QUALITY, optimize=True)
     return buffer.getvalue()
 
 
