@@ -145,15 +145,19 @@ POOL_TYPES = {"max": "MaxPooling2D", "avg": "AveragePooling2D"}
 
 @dataclass(frozen=True)
 class Layer:
-    """One Keras layer: its name, class, output shape (no batch axis) and parameters, of
-    which ``non_trainable`` are BatchNorm's moving statistics."""
+    """One Keras layer: its name, class, output shape (no batch axis) and the shapes of its
+    weights in Keras's order, of which ``non_trainable`` are BatchNorm's moving statistics."""
 
     name: str
     type: str
     output_shape: Shape
-    parameters: int = 0
+    weights: tuple[Shape, ...] = ()
     non_trainable: int = 0
     inputs: tuple[int, ...] = field(default=(), repr=False)  # indices in creation order
+
+    @property
+    def parameters(self) -> int:
+        return sum(math.prod(shape) for shape in self.weights)
 
 
 @dataclass(frozen=True)
@@ -173,10 +177,11 @@ class _Graph:
         self.layers: list[Layer] = []
         self._uids: Counter[str] = Counter()
 
-    def add(self, type_: str, shape: Shape, inputs: tuple[int, ...], parameters: int = 0,
-            non_trainable: int = 0, name: str | None = None) -> int:
+    def add(self, type_: str, shape: Shape, inputs: tuple[int, ...],
+            weights: tuple[Shape, ...] = (), non_trainable: int = 0,
+            name: str | None = None) -> int:
         name = name or self._auto_name(type_)
-        self.layers.append(Layer(name, type_, shape, parameters, non_trainable, inputs))
+        self.layers.append(Layer(name, type_, shape, weights, non_trainable, inputs))
         return len(self.layers) - 1
 
     def shape(self, x: int) -> Shape:
@@ -210,10 +215,9 @@ def _named(name: str | None, suffix: str) -> str | None:
 def _conv_bn(g: _Graph, op: Conv, x: int) -> int:
     shape = g.shape(x)
     out = _windowed(shape, op.kernel, op.strides, op.padding, op.filters)
-    weights = op.kernel[0] * op.kernel[1] * shape[-1] * op.filters
-    x = g.add("Conv2D", out, (x,), weights, name=op.name)
+    x = g.add("Conv2D", out, (x,), ((*op.kernel, shape[-1], op.filters),), name=op.name)
     # BatchNorm(scale=False): beta trains; the moving mean and variance do not.
-    x = g.add("BatchNormalization", out, (x,), 3 * op.filters, 2 * op.filters,
+    x = g.add("BatchNormalization", out, (x,), ((op.filters,),) * 3, 2 * op.filters,
               name=_named(op.name, "_bn"))
     return g.add("Activation", out, (x,), name=_named(op.name, "_ac"))
 
@@ -229,7 +233,8 @@ def _global_avg_pool(g: _Graph, op: GlobalAvgPool, x: int) -> int:
 
 
 def _dense(g: _Graph, op: Dense, x: int) -> int:
-    return g.add("Dense", (op.units,), (x,), (g.shape(x)[-1] + 1) * op.units, name=op.name)
+    weights = ((g.shape(x)[-1], op.units), (op.units,))
+    return g.add("Dense", (op.units,), (x,), weights, name=op.name)
 
 
 _OPS: dict[type, Callable[[_Graph, Op, int], int]] = {
@@ -253,8 +258,8 @@ def _residual_block(g: _Graph, stage: Stage, run: Blocks, index: int, x: int) ->
     name = f"{stage.name}_{index}"
     mixed = _concat(g, stage, x, f"{name}_mixed")
     shape = g.shape(x)
-    up = g.add("Conv2D", shape, (mixed,), (g.shape(mixed)[-1] + 1) * shape[-1],
-               name=f"{name}_conv")
+    weights = ((1, 1, g.shape(mixed)[-1], shape[-1]), (shape[-1],))
+    up = g.add("Conv2D", shape, (mixed,), weights, name=f"{name}_conv")
     x = g.add("ScaledResidual", shape, (x, up), name=name)
     if run.activation is not None:
         x = g.add("Activation", shape, (x,), name=f"{name}_ac")
