@@ -313,7 +313,7 @@ def test_a_csv_image_cut_short_is_not_taken_for_a_smaller_k(weights, folder, tmp
     out.write_bytes(b"".join(lines[: 1 + 5 + 2]))  # the 2nd image cut after 2 of its 5 rows
     result = predict(folder, "--weights", weights, "-o", out, "-k", "2", "--resume")
     assert result.exit_code == 1
-    assert "holds results for -k 5" in one_line(result.stderr)
+    assert "holds top-5 results and this run asks for top-2" in one_line(result.stderr)
 
 
 # --- one normal form for paths; the output is never an input -------------------------
