@@ -20,16 +20,18 @@ def shape_text(shape: arch.Shape) -> str:
     return "x".join(map(str, shape))
 
 
+def window_text(kernel: tuple[int, int], strides: int) -> str:
+    return shape_text(kernel) + (f"/{strides}" if strides != 1 else "")
+
+
 def op_text(op: arch.Op) -> str:
-    """``3x3/2 384 valid``: a conv's kernel, stride when not 1, filters, padding when valid;
-    ``max 3x3/2 valid`` a pooling."""
-    if isinstance(op, arch.Conv | arch.Pool):
-        kernel = op.kernel if isinstance(op, arch.Conv) else (op.size, op.size)
-        window = shape_text(kernel) + (f"/{op.strides}" if op.strides != 1 else "")
-        valid = " valid" if op.padding == arch.VALID else ""
-        if isinstance(op, arch.Conv):
-            return f"{window} {op.filters}{valid}"
-        return f"{op.kind} {window}{valid}"
+    """``3x3/2 384 valid``: a conv's kernel, stride when not 1, filters, padding when
+    valid; ``max 3x3/2 valid``: a pooling."""
+    valid = " valid" if getattr(op, "padding", None) == arch.VALID else ""
+    if isinstance(op, arch.Conv):
+        return f"{window_text(op.kernel, op.strides)} {op.filters}{valid}"
+    if isinstance(op, arch.Pool):
+        return f"{op.kind} {window_text((op.size, op.size), op.strides)}{valid}"
     if isinstance(op, arch.Dense):
         return f"dense {op.units} {op.activation}"
     return "global avg"
