@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -140,21 +139,16 @@ def test_summary_layers_table_and_json():
     assert sum(layer["parameters"] for layer in layers) == TOTAL
 
 
-def run_python(code: str) -> float:
-    """Run ``code`` in a fresh interpreter; its wall time in seconds."""
-    start = time.perf_counter()
+@pytest.mark.slow  # starts a process
+def test_summary_imports_no_tensorflow():
+    """The stage table comes from the plain-Python description: nothing imports
+    TensorFlow or Keras on this path (how fast it answers is a figure in the README,
+    not an assertion)."""
+    code = ("import sys\n"
+            "from irv2cli.cli.main import cli\n"
+            "cli(['summary'], standalone_mode=False)\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
+            "sys.exit(f'imported {heavy}' if heavy else 0)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    return time.perf_counter() - start
-
-
-@pytest.mark.slow  # starts processes, one of them imports TensorFlow
-def test_summary_imports_no_tensorflow_and_beats_importing_it():
-    summary = run_python(
-        "import sys\n"
-        "from irv2cli.cli.main import cli\n"
-        "cli(['summary'], standalone_mode=False)\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
-        "sys.exit(f'imported {heavy}' if heavy else 0)\n")
-    tensorflow = run_python("import tensorflow")
-    assert summary < tensorflow / 2, f"summary {summary:.2f} s, TensorFlow {tensorflow:.2f} s"
+    assert "55,873,736" in done.stdout
