@@ -216,3 +216,20 @@ def test_predict_and_irv2_report_write_the_same_cards(weights, folder, tmp_path)
     check_shown(redone, image, cards=3, failures=1)
     assert redone.count('src="data:image/jpeg;base64,') == 2
     assert SHOWN_HOSTILE in dom and SHOWN_HOSTILE in redone
+
+
+def test_an_interrupted_run_places_its_report_saying_so(weights, folder, tmp_path,
+                                                         monkeypatch):
+    page, write = tmp_path / "r.html", HtmlReport.write
+
+    def interrupt_after_one(report, record, note=None):
+        if report.classified + report.failed:
+            raise KeyboardInterrupt
+        write(report, record, note)
+
+    monkeypatch.setattr(HtmlReport, "write", interrupt_after_one)
+    result = predict(folder, "--weights", weights, "--format", "jsonl", "--report", page)
+    assert result.exit_code == 130
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<figure class="card') == 1 and html.endswith("</html>\n")
+    assert "The run was interrupted: this report shows the images done until then." in html

@@ -111,9 +111,8 @@ def finish_report(report: HtmlReport | None, summary: RunSummary,
         return
     notes = []
     if interrupted:
-        written = summary.classified + summary.failed
-        notes.append(f"The run was interrupted after {written} images"
-                     + (": run the same command with --resume to finish it."
+        notes.append("The run was interrupted: this report shows the images done until then"
+                     + ("; run the same command with --resume to finish it."
                         if summary.output else "."))
     if summary.skipped:
         notes.append(f"{summary.skipped} images already in {summary.output} are not shown: "
