@@ -6,12 +6,20 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import ClassLookupError, Irv2Error
 from ..spec import SPEC
 from .options import preprocessing_options, weights_option
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..inputs.decoding import Outcome
+    from ..inputs.images import Preprocessing
+    from ..network.gradcam import Explainer
 
 TRACE_FROM = 3  # images from which tracing the network into a graph pays (network.gradcam)
 AHEAD = 4  # images decoded ahead of the one being explained
@@ -100,7 +108,7 @@ def _explain_all(plan, preprocessing, weights, wanted, top_k, force) -> int:
     return failed
 
 
-def _load(weights: Path | None, traced: bool, console):
+def _load(weights: Path | None, traced: bool, console: Console) -> Explainer:
     """The Grad-CAM explainer for ``weights`` (default: the official file, fetched)."""
     from ..network.gradcam import Explainer
     from ..store.weights import ensure_weights
@@ -118,14 +126,14 @@ def _load(weights: Path | None, traced: bool, console):
 class _Explaining:
     """What explaining each image takes: the explainer and the command's options."""
 
-    explainer: object
-    preprocessing: object
+    explainer: Explainer
+    preprocessing: Preprocessing
     class_index: int | None
     top_k: int
     force: bool
-    console: object
+    console: Console
 
-    def one(self, path: str, target: Path, decoded) -> None:
+    def one(self, path: str, target: Path, decoded: Outcome) -> None:
         """Explain one decoded image: the heatmap PNG to ``target``, the top-k table to
         stdout; the full-size image is opened here, within the pixel limit."""
         from rich.console import Console
