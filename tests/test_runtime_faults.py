@@ -248,12 +248,17 @@ def nan_after_first_batch(top_weights, cached_engines, monkeypatch):
     """Engines that answer the first batch, then return NaN (a broken runtime)."""
     loaded = engines.load_engine
 
+    class Broken:
+        def __init__(self, engine):
+            self.engine, self.outputs, self.calls = engine, engine.outputs, itertools.count()
+
+        def __call__(self, batch):
+            if next(self.calls) == 0:
+                return self.engine(batch)
+            return {PROBABILITIES: np.full((len(batch), 1000), np.nan, np.float32)}
+
     def broken(weights, backend="auto", notify=lambda message: None):
-        engine = loaded(weights, backend, notify)
-        calls = itertools.count()
-        return lambda batch: (engine(batch) if next(calls) == 0
-                              else {PROBABILITIES: np.full((len(batch), 1000), np.nan,
-                                                           np.float32)})
+        return Broken(loaded(weights, backend, notify))
 
     monkeypatch.setattr(engines, "load_engine", broken)
     return top_weights

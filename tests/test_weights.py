@@ -98,7 +98,7 @@ def fake_spec(monkeypatch: pytest.MonkeyPatch, weight_file: WeightFile) -> Weigh
     """Make the library and the CLI expect the stand-in as the official top weights."""
     spec = dataclasses.replace(SPEC, top_weights=weight_file)
     monkeypatch.setattr("irv2cli.store.weights.SPEC", spec)
-    monkeypatch.setattr("irv2cli.cli.main.SPEC", spec)
+    monkeypatch.setattr("irv2cli.cli.weights.SPEC", spec)
     return weight_file
 
 
