@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -233,3 +234,14 @@ def test_an_interrupted_run_places_its_report_saying_so(weights, folder, tmp_pat
     html = page.read_text(encoding="utf-8")
     assert html.count('<figure class="card') == 1 and html.endswith("</html>\n")
     assert "The run was interrupted: this report shows the images done until then." in html
+
+
+def test_a_report_inside_an_input_folder_is_never_an_input(weights, folder, tmp_path):
+    """Neither the report a run replaces nor the staged one it writes, hidden or not."""
+    page = folder / "report.html"
+    page.write_text("<html>an earlier report</html>")
+    result = predict(folder, "--weights", weights, "--format", "jsonl", "--report", page,
+                     "--overwrite", "--include-hidden")
+    assert result.exit_code == 1  # notes.jpg, and nothing else, failed
+    paths = [json.loads(line)["path"] for line in result.stdout.splitlines()]
+    assert sorted(paths) == sorted(str(p) for p in folder.iterdir() if p != page)

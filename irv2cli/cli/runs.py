@@ -82,7 +82,8 @@ def execute(inputs: Iterable[str | os.PathLike], sink: Output | Path, options: R
     on_record = display.record if report is None else _both(display.record, report.write)
     try:
         summary = run(inputs, sink, options, engine=engine, on_record=on_record,
-                      on_progress=display.advance if bar else None, **run_arguments)
+                      on_progress=display.advance if bar else None,
+                      exclude=report.identities if report else frozenset(), **run_arguments)
     except RunInterrupted as interrupt:
         display.stop()
         finish_report(report, interrupt.summary, interrupted=True)

@@ -124,7 +124,8 @@ def run(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
         options: RunOptions = RunOptions(), *, engine: EngineSource | None = None,
         decoders: DecodePool | None = None, notify: Notify = lambda message: None,
         on_record: Callable[[Record], None] | None = None,
-        on_progress: Callable[[RunProgress], None] | None = None) -> RunSummary:
+        on_progress: Callable[[RunProgress], None] | None = None,
+        exclude: Iterable[tuple[int, int]] = ()) -> RunSummary:
     """Process ``inputs`` (files and folders, which are walked in sorted order; or one
     path) into ``sink`` (an ``Output``, a path opened with ``open_sink``, or ``None``:
     records go only to ``on_record``) and say what was done.
@@ -133,7 +134,9 @@ def run(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     ``None``: the engine for ``options.weights``/``backend`` is loaded once the first
     batch is decoded. ``decoders`` is a pool to use (the caller closes it); default, one
     of the run's own. ``on_progress`` is called after each record (and makes the run
-    count its inputs first, for ``total``). Inputs already in the sink are skipped. A
+    count its inputs first, for ``total``). Inputs already in the sink are skipped, and so
+    are the sink's own files and ``exclude`` (the (device, inode) of other files the
+    caller writes meanwhile, such as a report). A
     file that cannot be read gets an error record and the run goes on. On Ctrl-C the sink
     is closed cleanly and ``RunInterrupted`` carries the summary.
     """
@@ -146,8 +149,8 @@ def run(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     try:  # a Ctrl-C while an earlier run's file is being read is an interrupted run too
         output = open_sink(path, options) if path is not None else sink or Output(_NoWriter())
         with output as opened, contextlib.closing(_records(
-                inputs, opened, options, engine, decoders, notify, on_progress, counts)
-                ) as records:
+                inputs, opened, options, engine, decoders, notify, on_progress, counts,
+                frozenset(exclude))) as records:
             counts.skipped, counts.failed_before = len(opened.done), opened.failed
             for record in records:
                 opened.writer.write(record)
@@ -183,25 +186,26 @@ class _Counts:
                           time.perf_counter() - self.started, output)
 
 
-def _todo(inputs: list[str], output: Output, options: RunOptions) -> Iterator[str]:
-    """The input paths not yet in ``output``, never the output file itself."""
+def _todo(inputs: list[str], output: Output, options: RunOptions,
+          exclude: frozenset[tuple[int, int]]) -> Iterator[str]:
+    """The input paths not yet in ``output``, never the output's files or ``exclude``."""
     selection = InputSelection(options.recursive, tuple(options.globs),
-                               options.include_hidden, output.identities)
+                               options.include_hidden, output.identities | exclude)
     return (p for p in iter_image_paths(inputs, selection) if path_key(p) not in output.done)
 
 
 def _records(inputs: list[str], output: Output, options: RunOptions,
              engine: EngineSource | None, decoders: DecodePool | None, notify: Notify,
-             on_progress: Callable[[RunProgress], None] | None, counts: _Counts
-             ) -> Iterator[Record]:
+             on_progress: Callable[[RunProgress], None] | None, counts: _Counts,
+             exclude: frozenset[tuple[int, int]]) -> Iterator[Record]:
     """Records for every input not yet in ``output``: the first batch is decoded while
     the engine is still loading."""
-    todo = _todo(inputs, output, options)
+    todo = _todo(inputs, output, options, exclude)
     first = next(todo, None)
     if first is None:
         return
     if on_progress is not None:
-        counts.total = sum(1 for _ in _todo(inputs, output, options))
+        counts.total = sum(1 for _ in _todo(inputs, output, options, exclude))
     owned = None
     if decoders is None:
         decoders = owned = DecodePool(options.workers or default_workers(),

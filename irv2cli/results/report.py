@@ -40,6 +40,7 @@ from ..errors import Hint, OutputError
 from ..inputs.images import Preprocessing
 from ..store.atomic import atomic_file
 from .files import RECORDS, output_format
+from .locked import identity
 from .records import Record
 from .scanning import Lines
 from .writers import ENCODING, shown, write_error
@@ -203,6 +204,8 @@ class HtmlReport:
     in ``failures`` (default: in memory; ``open_report`` gives a temporary file). A failed
     write (a full disk) is an ``OutputError`` naming the report as ``name``."""
 
+    identities: frozenset[tuple[int, int]] = frozenset()  # its files: never a run's inputs
+
     def __init__(self, stream: BinaryIO, title: str = "irv2 report", source: str = "",
                  failures: BinaryIO | None = None, name: str = "report"):
         self.stream, self.name = stream, name
@@ -269,12 +272,23 @@ def open_report(path: Path, *, overwrite: bool = False, title: str = "irv2 repor
     try:
         with tempfile.TemporaryFile() as failures, atomic_file(path) as stream:
             inside = True
-            yield HtmlReport(stream, title, source, failures, name=str(path))
+            report = HtmlReport(stream, title, source, failures, name=str(path))
+            report.identities = _identities(stream, path)
+            yield report
             inside = False
     except OSError as exc:
         if inside:
             raise  # the block's own error, not the report's
         raise write_error(str(path), exc) from None
+
+
+def _identities(stream: BinaryIO, path: Path) -> frozenset[tuple[int, int]]:
+    """The (device, inode) of the staged report and of the one it replaces, if any."""
+    found = {identity(stream.fileno())}
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        found.add((info.st_dev, info.st_ino))
+    return frozenset(found)
 
 
 def read_results(path: Path) -> Iterator[Record]:
