@@ -136,6 +136,17 @@ def photos(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture
+def mixed_folder(tmp_path) -> Path:
+    """Two real photos and one file that is not an image, in sorted order."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        shutil.copy(SAMPLES / name, folder / name)
+    (folder / "notes.jpg").write_text("not an image")
+    return folder
+
+
 @dataclass(frozen=True)
 class HttpDirectory:
     root: Path

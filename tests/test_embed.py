@@ -22,43 +22,32 @@ def embed(*args):
 
 
 @pytest.fixture
-def folder(tmp_path, samples):
-    """Two real photos and one file that is not an image, in sorted order."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("chelsea.jpg", "coffee.jpg"):
-        shutil.copy(samples / name, folder / name)
-    (folder / "notes.jpg").write_text("not an image")
-    return folder
-
-
-@pytest.fixture
-def expected(weights, folder) -> dict[str, np.ndarray]:
+def expected(weights, mixed_folder) -> dict[str, np.ndarray]:
     """The features the library gives for the photos, by path."""
     records = []
-    run([folder], None, RunOptions(weights=weights, outputs=(FEATURES,)),
+    run([mixed_folder], None, RunOptions(weights=weights, outputs=(FEATURES,)),
         on_record=records.append)
     return {r.path: r.features for r in records if r.error is None}
 
 
-def test_parquet_holds_one_row_per_input_with_its_features_or_error(weights, folder,
+def test_parquet_holds_one_row_per_input_with_its_features_or_error(weights, mixed_folder,
                                                                    expected, tmp_path):
     output = tmp_path / "features.parquet"
-    result = embed(folder, "--output", output, "--weights", weights)
+    result = embed(mixed_folder, "--output", output, "--weights", weights)
     assert result.exit_code == 1  # one input is not an image
     assert "2 embedded, 1 failed" in result.stderr
     table = pq.read_table(output).to_pylist()
-    assert [row["path"] for row in table] == sorted(str(p) for p in folder.iterdir())
+    assert [row["path"] for row in table] == sorted(str(p) for p in mixed_folder.iterdir())
     for row in table[:2]:
         assert row["error"] is None
         np.testing.assert_array_equal(np.float32(row["features"]), expected[row["path"]])
     assert table[2]["features"] is None and "notes.jpg" in table[2]["error"]
 
 
-def test_npy_holds_the_decoded_images_rows_and_the_sidecar_their_paths(weights, folder,
+def test_npy_holds_the_decoded_images_rows_and_the_sidecar_their_paths(weights, mixed_folder,
                                                                        expected, tmp_path):
     output = tmp_path / "features.npy"
-    assert embed(folder, "-o", output, "--weights", weights).exit_code == 1
+    assert embed(mixed_folder, "-o", output, "--weights", weights).exit_code == 1
     array = np.load(output)
     assert array.shape == (2, 1536) and array.dtype == np.float32
     lines = [json.loads(line) for line in (tmp_path / "features.paths.jsonl").read_text()
@@ -66,28 +55,28 @@ def test_npy_holds_the_decoded_images_rows_and_the_sidecar_their_paths(weights, 
     rows = {line["path"]: line["row"] for line in lines if "row" in line}
     for path, row in rows.items():
         np.testing.assert_array_equal(array[row], expected[path])
-    assert [line["path"] for line in lines if "error" in line] == [str(folder / "notes.jpg")]
+    assert [line["path"] for line in lines if "error" in line] == [str(mixed_folder / "notes.jpg")]
 
 
-def test_jsonl_resumes_where_the_last_run_stopped(weights, folder, samples, expected,
+def test_jsonl_resumes_where_the_last_run_stopped(weights, mixed_folder, samples, expected,
                                                  tmp_path):
     output = tmp_path / "features.jsonl"
-    assert embed(folder, "-o", output, "--weights", weights).exit_code == 1
-    shutil.copy(samples / "rocket.jpg", folder / "rocket.jpg")
-    result = embed(folder, "-o", output, "--weights", weights, "--resume")
+    assert embed(mixed_folder, "-o", output, "--weights", weights).exit_code == 1
+    shutil.copy(samples / "rocket.jpg", mixed_folder / "rocket.jpg")
+    result = embed(mixed_folder, "-o", output, "--weights", weights, "--resume")
     assert result.exit_code == 1  # the file still holds the earlier error record
     assert "1 embedded, 0 failed" in result.stderr and "3 already in" in result.stderr
     records = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [r["path"] for r in records] == [*sorted(expected), str(folder / "notes.jpg"),
-                                            str(folder / "rocket.jpg")]
+    assert [r["path"] for r in records] == [*sorted(expected), str(mixed_folder / "notes.jpg"),
+                                            str(mixed_folder / "rocket.jpg")]
     assert len(records[-1]["features"]) == 1536
 
 
-def test_predict_and_embed_share_one_artifact_per_weights_file(top_weights, folder,
+def test_predict_and_embed_share_one_artifact_per_weights_file(top_weights, mixed_folder,
                                                                runtime_ready, tmp_path):
     """No shared engines here: each command loads its own from the cache, which holds the
     artifact for these weights, so neither builds another."""
-    photo = folder / "chelsea.jpg"
+    photo = mixed_folder / "chelsea.jpg"
     assert embed(photo, "-o", tmp_path / "f.npy", "--weights", top_weights).exit_code == 0
     result = CliRunner().invoke(cli, ["predict", str(photo), "--weights", str(top_weights)],
                                 catch_exceptions=False)
@@ -95,20 +84,20 @@ def test_predict_and_embed_share_one_artifact_per_weights_file(top_weights, fold
     assert len(list(runtime_ready.glob("*.onnx"))) == 1
 
 
-def test_an_output_is_required_and_its_format_must_be_known(weights, folder, tmp_path):
-    assert embed(folder).exit_code == 2
-    result = embed(folder, "-o", tmp_path / "features.txt", "--weights", weights)
+def test_an_output_is_required_and_its_format_must_be_known(weights, mixed_folder, tmp_path):
+    assert embed(mixed_folder).exit_code == 2
+    result = embed(mixed_folder, "-o", tmp_path / "features.txt", "--weights", weights)
     assert result.exit_code == 1 and "--format" in result.stderr
     assert not (tmp_path / "features.txt").exists()
 
 
 @pytest.mark.parametrize("name", ["features.npy", "features.parquet", "features.jsonl"])
-def test_files_the_output_writes_inside_an_input_folder_are_never_inputs(weights, folder,
+def test_files_the_output_writes_inside_an_input_folder_are_never_inputs(weights, mixed_folder,
                                                                         name):
     """The npy's sidecar and the parquet's staged file included, hidden files too."""
-    output = folder / name
-    result = embed(folder, "-o", output, "--weights", weights, "--include-hidden")
+    output = mixed_folder / name
+    result = embed(mixed_folder, "-o", output, "--weights", weights, "--include-hidden")
     assert result.exit_code == 1  # notes.jpg, and nothing else, failed
     assert "2 embedded, 1 failed" in result.stderr
-    rerun = embed(folder, "-o", output, "--weights", weights, "--include-hidden", "--resume")
+    rerun = embed(mixed_folder, "-o", output, "--weights", weights, "--include-hidden", "--resume")
     assert "0 embedded, 0 failed" in rerun.stderr and "3 already in" in rerun.stderr

@@ -14,50 +14,39 @@ from irv2cli.errors import Hint, OutputError
 from irv2cli.spec import FEATURES, PROBABILITIES
 
 
-@pytest.fixture
-def folder(tmp_path, samples):
-    """Two real photos and one file that is not an image."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("chelsea.jpg", "coffee.jpg"):
-        shutil.copy(samples / name, folder / name)
-    (folder / "notes.jpg").write_text("not an image")
-    return folder
-
-
 def csv_paths(path) -> list[str]:
     with open(path, newline="") as f:
         return [row["path"] for row in csv.DictReader(f)]
 
 
-def test_a_folder_run_writes_every_input_once_and_resumes(weights, folder, samples, tmp_path):
+def test_a_folder_run_writes_every_input_once_and_resumes(weights, mixed_folder, samples, tmp_path):
     output = tmp_path / "labels.csv"
-    first = run([folder], output, RunOptions(weights=weights, top_k=3))
+    first = run([mixed_folder], output, RunOptions(weights=weights, top_k=3))
     assert (first.classified, first.failed, first.skipped) == (2, 1, 0)
     assert first.output == output and first.any_failed and first.elapsed > 0
 
-    shutil.copy(samples / "rocket.jpg", folder / "rocket.jpg")
-    second = run([folder], output, RunOptions(weights=weights, top_k=3, resume=True))
+    shutil.copy(samples / "rocket.jpg", mixed_folder / "rocket.jpg")
+    second = run([mixed_folder], output, RunOptions(weights=weights, top_k=3, resume=True))
     assert (second.classified, second.failed, second.skipped, second.failed_before) == (
         1, 0, 3, 1)
     rows = csv_paths(output)
-    assert sorted(set(rows)) == sorted(str(p) for p in folder.iterdir())
-    assert rows.count(str(folder / "rocket.jpg")) == 3  # top-3, written once
+    assert sorted(set(rows)) == sorted(str(p) for p in mixed_folder.iterdir())
+    assert rows.count(str(mixed_folder / "rocket.jpg")) == 3  # top-3, written once
 
 
-def test_callbacks_hear_every_record_and_the_progress(weights, folder):
+def test_callbacks_hear_every_record_and_the_progress(weights, mixed_folder):
     records, progress = [], []
-    summary = run([folder], None, RunOptions(weights=weights), on_record=records.append,
+    summary = run([mixed_folder], None, RunOptions(weights=weights), on_record=records.append,
                   on_progress=progress.append)
-    assert [r.path for r in records] == sorted(str(p) for p in folder.iterdir())
+    assert [r.path for r in records] == sorted(str(p) for p in mixed_folder.iterdir())
     assert [r.error is None for r in records] == [True, True, False]
     assert [(p.done, p.failed, p.total) for p in progress] == [(1, 0, 3), (2, 0, 3), (3, 1, 3)]
     assert (summary.classified, summary.failed, summary.output) == (2, 1, None)
 
 
-def test_records_carry_the_outputs_asked_for(weights, folder):
+def test_records_carry_the_outputs_asked_for(weights, mixed_folder):
     records = []
-    run([folder / "chelsea.jpg"], None, RunOptions(weights=weights,
+    run([mixed_folder / "chelsea.jpg"], None, RunOptions(weights=weights,
                                                    outputs=(PROBABILITIES, FEATURES)),
         on_record=records.append)
     (record,) = records
@@ -65,7 +54,7 @@ def test_records_carry_the_outputs_asked_for(weights, folder):
     assert record.features.shape == (1536,) and record.features.dtype == np.float32
 
 
-def test_an_interrupted_run_closes_its_output_and_says_what_it_wrote(weights, folder,
+def test_an_interrupted_run_closes_its_output_and_says_what_it_wrote(weights, mixed_folder,
                                                                      tmp_path):
     output = tmp_path / "labels.jsonl"
 
@@ -74,19 +63,19 @@ def test_an_interrupted_run_closes_its_output_and_says_what_it_wrote(weights, fo
             raise KeyboardInterrupt
 
     with pytest.raises(RunInterrupted) as caught:
-        run([folder], output, RunOptions(weights=weights), on_record=interrupt_after_two)
+        run([mixed_folder], output, RunOptions(weights=weights), on_record=interrupt_after_two)
     summary = caught.value.summary
     assert (summary.classified, summary.failed, summary.output) == (2, 0, output)
     assert isinstance(caught.value.__cause__, KeyboardInterrupt)
-    resumed = run([folder], output, RunOptions(weights=weights, resume=True))
+    resumed = run([mixed_folder], output, RunOptions(weights=weights, resume=True))
     assert (resumed.classified, resumed.failed, resumed.skipped) == (0, 1, 2)
 
 
-def test_an_existing_output_is_refused_in_the_library_s_own_words(weights, folder, tmp_path):
+def test_an_existing_output_is_refused_in_the_library_s_own_words(weights, mixed_folder, tmp_path):
     output = tmp_path / "labels.csv"
     output.write_text("keep me\n")
     with pytest.raises(OutputError) as caught:
-        run([folder], output, RunOptions(weights=weights))
+        run([mixed_folder], output, RunOptions(weights=weights))
     assert caught.value.hint is Hint.RESUME_OR_OVERWRITE
     assert "--" not in str(caught.value) and "resume=True" in str(caught.value)
     assert output.read_text() == "keep me\n"
