@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -112,6 +113,7 @@ def test_outputs_are_named_after_the_inputs_and_never_clobbered(tmp_path):
     assert output_plan([str(photos / "a.jpg")], tmp_path / "x.png") == [
         (str(photos / "a.jpg"), tmp_path / "x.png")]
     save_png(Image.new("RGB", (3, 2)), out / "a.cam.png")
+    assert stat.S_IMODE(os.stat(out / "a.cam.png").st_mode) == 0o644
     with pytest.raises(OutputError, match="already exists"):
         output_plan([str(photos)], out)
     with pytest.raises(OutputError, match="already exists"):

@@ -17,7 +17,6 @@ differs from this one by at most about a pixel of the 333-pixel resized image.)
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from ..errors import Hint, OutputError
 from ..inputs.images import center_crop_box
 from ..inputs.paths import InputSelection, iter_image_paths, path_key
 from ..spec import SPEC
-from ..store.atomic import fsync_path
+from ..store.atomic import atomic_file
 from .writers import shown, write_error
 
 Box = tuple[float, float, float, float]
@@ -148,27 +147,18 @@ def output_plan(inputs: Sequence[str], output: str | os.PathLike | None = None,
 
 
 def save_png(image: Image.Image, path: str | os.PathLike, force: bool = False) -> None:
-    """Write ``image`` to ``path`` as PNG, whole or not at all; an existing ``path`` is
-    replaced only with ``force`` (otherwise ``OutputError``, and it is left as it was)."""
+    """Write ``image`` to ``path`` as PNG (mode 0644), whole or not at all; an existing
+    ``path`` is replaced only with ``force`` (otherwise ``OutputError``, and it is left as
+    it was, even if it appeared while this wrote)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, staged = tempfile.mkstemp(prefix=".irv2-", suffix=".png.tmp", dir=path.parent)
     except OSError as exc:
-        raise write_error(str(path), exc) from None
+        raise write_error(str(path.parent), exc) from None
     try:
-        with os.fdopen(fd, "wb") as stream:
+        with atomic_file(path, mode=0o644, replace=force) as stream:
             image.save(stream, format="PNG")
-        fsync_path(staged)
-        if force:
-            os.replace(staged, path)
-        else:
-            os.link(staged, path)  # never onto an existing file, even one made meanwhile
-        fsync_path(path.parent)
     except FileExistsError:
         raise OutputError(f"{shown(path)} already exists", Hint.REPLACE) from None
     except OSError as exc:
         raise write_error(str(path), exc) from None
-    finally:
-        if os.path.lexists(staged):
-            os.unlink(staged)

@@ -36,17 +36,31 @@ def place(staged: str | os.PathLike, target: str | os.PathLike) -> None:
     fsync_path(Path(target).parent)
 
 
+def place_new(staged: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the file ``staged`` (beside ``target``) at ``target`` durably, never over
+    anything: ``FileExistsError`` if ``target`` exists, even if it was made meanwhile.
+    ``staged`` is linked to ``target``, then its own name removed."""
+    fsync_path(staged)
+    os.link(staged, target)
+    os.unlink(staged)
+    fsync_path(Path(target).parent)
+
+
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """A temporary file beside ``path``, placed onto it only if the block succeeds;
-    otherwise removed, and ``path`` is left as it was."""
+def atomic_file(path: str | os.PathLike, mode: int = 0o644, replace: bool = True
+                ) -> Iterator[BinaryIO]:
+    """A temporary file beside ``path``, placed onto it (permissions ``mode``) only if the
+    block succeeds; otherwise removed, and ``path`` is left as it was.
+
+    ``replace=False``: an existing ``path`` is never replaced, even one made while the
+    block ran: ``FileExistsError`` (see ``place_new``)."""
     path = Path(path)
     fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as stream:
             yield stream
         os.chmod(staged, mode)
-        place(staged, path)
+        (place if replace else place_new)(staged, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staged)
