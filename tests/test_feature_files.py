@@ -295,6 +295,22 @@ def test_a_run_that_fails_before_its_first_record_leaves_nothing(tmp_path, fmt):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_staged_file_that_cannot_be_made_is_one_line_and_leaves_nothing(tmp_path, earlier):
+    out = out_path(tmp_path, "parquet")
+    if earlier:
+        write(out, "parquet", records(3))
+    before = out.read_bytes() if earlier else None
+    os.mkdir(staged_path(str(out)))  # in the way: it cannot be removed or made
+    with pytest.raises(OutputError) as caught:
+        open_features(out, "parquet", resume=earlier, overwrite=False)
+    message = str(caught.value)
+    assert "\n" not in message and ".features.parquet.staged" in message, message
+    assert (out.read_bytes() if earlier else None) == before
+    assert sorted(os.listdir(tmp_path)) == sorted([".features.parquet.staged"]
+                                                  + (["features.parquet"] if earlier else []))
+
+
 # --- full disk ------------------------------------------------------------------------
 
 @pytest.fixture

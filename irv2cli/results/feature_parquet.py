@@ -42,7 +42,7 @@ from .features import DIM, feature_vector
 from .locked import check_writable, identity, is_at, open_locked, write_failed
 from .records import Record
 from .scanning import Held, held_by
-from .writers import ENCODING, ERRORS, Output, RecordWriter, printable, shown
+from .writers import ENCODING, ERRORS, Output, RecordWriter, printable, shown, write_error
 
 ROW_GROUP = 256
 SCHEMA = pa.schema([("path", pa.string()),
@@ -104,6 +104,27 @@ def _scan(path: Path, fd: int) -> Held:
         raise _not_features(path, exc) from None
 
 
+def _open_staged(staged: str, fd: int):
+    """The staged file, made afresh with the mode of the file held at ``fd`` (what a hard
+    kill left is removed first); what fails (a directory in its place, a read-only
+    folder) is one line, and leaves nothing behind."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)  # what a hard kill left
+        staged_fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                            0o600)
+    except OSError as exc:
+        raise write_error(staged, exc) from None
+    try:
+        os.fchmod(staged_fd, stat.S_IMODE(os.fstat(fd).st_mode))
+        return open(staged_fd, "wb")  # closed by release
+    except OSError as exc:
+        os.close(staged_fd)
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise write_error(staged, exc) from None
+
+
 class ParquetWriter(RecordWriter):
     """Records to the staged file (the stream), a row group per ``ROW_GROUP``; ``close``
     puts it in place at ``target``. When ``resumed``, the file held at ``fd`` is copied
@@ -111,12 +132,7 @@ class ParquetWriter(RecordWriter):
 
     def __init__(self, path: Path, fd: int, target: str, count: int, resumed: bool):
         staged = staged_path(target)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(staged)  # what a hard kill left
-        staged_fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                            0o600)
-        os.fchmod(staged_fd, stat.S_IMODE(os.fstat(fd).st_mode))
-        super().__init__(open(staged_fd, "wb"), count)  # noqa: SIM115 (closed by release)
+        super().__init__(_open_staged(staged, fd), count)
         self.path, self.fd, self.target, self.staged = path, fd, target, staged
         self.resumed, self.placed, self.broken = resumed, False, False
         self._parquet: pq.ParquetWriter | None = None
