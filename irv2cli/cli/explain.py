@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,24 +82,19 @@ def explain(inputs, wanted, output, top_k, force, weights, resize, interpolation
 def _explain_all(plan, preprocessing, weights, wanted, top_k, force) -> int:
     """Decode ``plan``'s images in worker processes (a few ahead) while the network loads,
     then explain each in turn; return how many failed."""
-    from ..inputs.decoding import DecodePool
+    from ..inputs.decoding import DecodedInOrder, DecodePool
     from .advice import user_message
     from .render import stderr_console
 
     console, failed = stderr_console(), 0
-    with DecodePool(min(2, len(plan))) as pool:
-        queue = iter(plan)
-        pending = deque((path, target, pool.submit(path, preprocessing))
-                        for path, target in islice(queue, AHEAD))
+    with DecodePool(min(2, len(plan))) as pool, DecodedInOrder(
+            plan, lambda item: pool.submit(item[0], preprocessing), AHEAD) as decoded:
         explaining = _Explaining(_load(weights, len(plan) >= TRACE_FROM, console),
                                  preprocessing, None if wanted is None else wanted.index,
                                  top_k, force, console)
-        while pending:
-            path, target, decoded = pending.popleft()
-            for next_path, next_target in islice(queue, 1):
-                pending.append((next_path, next_target, pool.submit(next_path, preprocessing)))
+        for (path, target), outcome in decoded:
             try:
-                explaining.one(path, target, decoded.result())
+                explaining.one(path, target, outcome)
             except Irv2Error as exc:
                 console.print(f"error: {user_message(exc)}", style="red")
                 failed += 1

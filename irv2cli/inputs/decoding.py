@@ -18,11 +18,13 @@ import signal
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from itertools import islice
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 import pebble
 from pebble import ProcessExpired, ProcessPool
@@ -134,6 +136,58 @@ class DecodePool:
         self._pool.join()
 
     def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+T = TypeVar("T")
+
+
+class DecodedInOrder(Generic[T]):
+    """Each of ``items`` with its outcome, in order: ``submit(item)`` starts decoding it
+    (``None``: nothing to decode, the item comes with ``None``), at most ``ahead`` items
+    ahead of the one being consumed, so memory stays flat however many there are.
+
+    The first ``ahead`` start at once, so decoding overlaps whatever the caller does
+    before it asks for the first (a network loading, say); that is why this is an
+    iterator with ``close`` rather than a generator, whose body would wait for the first
+    ``next``. Leaving the ``with`` block (or ``close``) cancels what is still pending.
+    """
+
+    def __init__(self, items: Iterable[T], submit: Callable[[T], Future[Outcome] | None],
+                 ahead: int):
+        self._items, self._submit = iter(items), submit
+        self._pending: deque[tuple[T, Future[Outcome] | None]] = deque()
+        try:
+            for item in islice(self._items, ahead):
+                self._pending.append((item, submit(item)))
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> DecodedInOrder[T]:
+        return self
+
+    def __next__(self) -> tuple[T, Outcome | None]:
+        if not self._pending:
+            raise StopIteration
+        for following in islice(self._items, 1):
+            self._pending.append((following, self._submit(following)))
+        item, future = self._pending[0]  # pending (and cancelled on close) until it is done
+        outcome = None if future is None else future.result()
+        self._pending.popleft()
+        return item, outcome
+
+    def close(self) -> None:
+        """Cancel the decoding of every item not yet consumed."""
+        while self._pending:
+            _, future = self._pending.popleft()
+            if future is not None:
+                future.cancel()
+
+    def __enter__(self) -> DecodedInOrder[T]:
         return self
 
     def __exit__(self, *exc_info) -> None:

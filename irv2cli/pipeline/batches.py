@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 
-from ..inputs.decoding import DecodePool, Outcome
+from ..inputs.decoding import DecodedInOrder, DecodePool, Outcome
 from ..inputs.images import Preprocessing, to_input
 from ..spec import SPEC
 
@@ -49,26 +49,12 @@ def iter_batches(paths: Iterable[str], submit: Submit, batch_size: int) -> Itera
     At most two batches are decoded ahead of the consumer, so memory stays flat however
     many paths there are; a file that fails to decode becomes an error in its batch.
     """
-    pending: deque[tuple[str, Future[Outcome]]] = deque()
-    ahead = 2 * batch_size
-    try:
-        for path in paths:
-            pending.append((path, submit(path)))
-            if len(pending) >= batch_size + ahead:
-                yield _take(pending, batch_size)
-        while pending:
-            yield _take(pending, batch_size)
-    finally:
-        for _, future in pending:
-            future.cancel()
+    with DecodedInOrder(paths, submit, 2 * batch_size) as decoded:
+        while items := list(islice(decoded, batch_size)):
+            yield _assemble([path for path, _ in items], [outcome for _, outcome in items])
 
 
 def decoded_batches(paths: Iterable[str], decoders: DecodePool, preprocessing: Preprocessing,
                     batch_size: int) -> Iterator[Batch]:
     """``paths`` decoded by ``decoders`` with ``preprocessing``, in batches, in order."""
     return iter_batches(paths, lambda path: decoders.submit(path, preprocessing), batch_size)
-
-
-def _take(pending: deque[tuple[str, Future[Outcome]]], batch_size: int) -> Batch:
-    items = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
-    return _assemble([p for p, _ in items], [f.result() for _, f in items])

@@ -29,7 +29,6 @@ import os
 import shutil
 import stat
 import tempfile
-from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import replace
@@ -309,28 +308,19 @@ def with_pixels(records: Iterable[Record], decoders: DecodePool,
     """Each record, in order, with its image's ``pixels`` decoded again by ``decoders``
     (isolated workers), at most ``AHEAD`` files ahead; or with the reason why not. Error
     records are passed on as they are."""
-    pending: deque[tuple[Record, Future[Outcome] | None]] = deque()
-    try:
-        for record in records:
-            future = None if record.error else decoders.submit(record.path, preprocessing)
-            pending.append((record, future))
-            if len(pending) > AHEAD:
-                yield _settled(*pending.popleft())
-        while pending:
-            yield _settled(*pending.popleft())
-    finally:
-        for _, future in pending:
-            if future is not None:
-                future.cancel()
+    from ..inputs.decoding import DecodedInOrder
 
+    def submit(record: Record) -> Future[Outcome] | None:
+        return None if record.error else decoders.submit(record.path, preprocessing)
 
-def _settled(record: Record, future: Future[Outcome] | None) -> tuple[Record, str | None]:
-    if future is None:
-        return record, None
-    outcome = future.result()
-    if isinstance(outcome, str):
-        return record, f"no thumbnail: {outcome}"
-    return replace(record, pixels=outcome.pixels), None
+    with DecodedInOrder(records, submit, AHEAD) as decoded:
+        for record, outcome in decoded:
+            if outcome is None:
+                yield record, None
+            elif isinstance(outcome, str):
+                yield record, f"no thumbnail: {outcome}"
+            else:
+                yield replace(record, pixels=outcome.pixels), None
 
 
 def report_results(results: Path, report: Path, decoders: DecodePool, *,
