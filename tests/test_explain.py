@@ -15,7 +15,8 @@ from PIL import Image
 from irv2cli.cli.main import cli
 from irv2cli.errors import ClassLookupError, OutputError
 from irv2cli.inputs.images import load_input, resize
-from irv2cli.results.heatmaps import output_plan, save_png, seen_region, upsample
+from irv2cli.results import heatmaps
+from irv2cli.results.heatmaps import output_plan, overlay, save_png, seen_region, upsample
 from irv2cli.results.labels import find_class
 
 TABBY, TIGER_CAT = 281, 282
@@ -93,11 +94,23 @@ def test_the_region_is_the_one_the_resize_keeps():
 def test_the_heatmap_covers_the_region_cell_by_cell():
     heatmap = np.zeros((8, 8), np.float32)
     heatmap[0, 7] = 1.0  # top right
-    values = upsample(heatmap, (1000, 500), (100.0, 50.0, 900.0, 450.0))
-    assert values.shape == (500, 1000) and values.min() >= 0 and values.max() == 1
+    region = (100.0, 50.0, 900.0, 450.0)
+    values, seen = upsample(heatmap, (1000, 500), region)
+    assert values.shape == seen.shape == (500, 1000) and seen.sum() == 800 * 400
+    assert values.min() >= 0 and values.max() == 1
     assert values[:50].max() == 0 and values[:, :100].max() == 0  # outside: nothing
     assert values[50:75, 850:900].min() == 1  # the cell's outer quarter holds its value
     assert values[300:, :].max() == 0
+    # What explain draws: those values in colour over the region, the rest dimmed, drawn
+    # in row chunks (500 rows > ROWS) that meet without a seam.
+    grey = 100
+    drawn = np.asarray(overlay(Image.new("RGB", (1000, 500), (grey,) * 3), heatmap, region))
+    assert (drawn[~seen] == round(heatmaps.DIMMED * grey)).all()
+    opacity = heatmaps.OPACITY
+    expected = (1 - opacity) * grey + opacity * heatmaps.colorize(values)
+    assert np.abs(drawn[seen] - expected[seen]).max() <= 0.5 + 1e-3
+    assert (drawn[50:75, 850:900] == [114, 50, 50]).all()  # jet's red (127.5, 0, 0)
+    assert (drawn[300:450, 100:900] == [50, 50, 114]).all()  # jet's blue (0, 0, 127.5)
 
 
 def test_outputs_are_named_after_the_inputs_and_never_clobbered(tmp_path):
@@ -143,15 +156,16 @@ def test_an_existing_output_is_refused_and_left_as_it_was(samples, tmp_path):
 @pytest.mark.slow
 def test_grad_cam_equals_a_gradient_tape_on_keras_applications(explainer_model,
                                                               reference_model, samples):
-    from irv2cli.network.gradcam import grad_cam
+    from irv2cli.network.gradcam import Explainer
 
+    explainer = Explainer(explainer_model)
     inputs = load_input(samples / "chelsea.jpg")
-    top = grad_cam(explainer_model, inputs)
+    top = explainer.explain(inputs)
     logits = reference_model(inputs[None], training=False).numpy()[0]
     assert top.class_index == int(np.argmax(logits))
     np.testing.assert_allclose(top.probabilities, np.exp(logits) / np.exp(logits).sum(),
                                atol=1e-5)
-    for cam in (top, grad_cam(explainer_model, inputs, TABBY)):
+    for cam in (top, explainer.explain(inputs, TABBY)):
         assert cam.heatmap.shape == (8, 8)
         np.testing.assert_allclose(cam.heatmap, reference_cam(reference_model, inputs,
                                                               cam.class_index), atol=1e-4)
@@ -159,12 +173,12 @@ def test_grad_cam_equals_a_gradient_tape_on_keras_applications(explainer_model,
 
 @pytest.mark.slow
 def test_the_heatmap_fills_the_image_and_follows_the_class(explainer_model, samples):
-    from irv2cli.network.gradcam import Explainer, grad_cam
+    from irv2cli.network.gradcam import Explainer
 
     image = Image.open(samples / "chelsea.jpg")
     inputs = load_input(samples / "chelsea.jpg")
-    tabby, tiger = (grad_cam(explainer_model, inputs, c) for c in (TABBY, TIGER_CAT))
-    values = upsample(tabby.heatmap, image.size, seen_region(image.size))
+    tabby, tiger = (Explainer(explainer_model).explain(inputs, c) for c in (TABBY, TIGER_CAT))
+    values, _ = upsample(tabby.heatmap, image.size, seen_region(image.size))
     assert values.shape == (image.height, image.width)
     assert values.min() >= 0 and values.max() <= 1 and values.std() > 0.01
     assert np.abs(tabby.heatmap - tiger.heatmap).max() > 0.01

@@ -89,12 +89,6 @@ class Explainer:
                        tensorflow.nn.softmax(logits).numpy())
 
 
-def grad_cam(model: keras.Model, inputs: np.ndarray, class_index: int | None = None
-             ) -> GradCam:
-    """Grad-CAM of one preprocessed input through ``load_explainer``'s model, eagerly."""
-    return Explainer(model).explain(inputs, class_index)
-
-
 def _normalized(cam: np.ndarray) -> np.ndarray:
     """``cam`` divided by its maximum, or all zero when it has no positive value."""
     peak = cam.max()

@@ -65,13 +65,16 @@ def _axis(length: int, start: float, stop: float, cells: int
     return weights, (centres >= start) & (centres < stop)
 
 
-def upsample(heatmap: np.ndarray, size: tuple[int, int], region: Box) -> np.ndarray:
-    """``heatmap`` over ``region`` of an image of ``size`` (width, height): an array of the
-    image's shape (height, width) with values in [0, 1], zero outside the region."""
+def upsample(heatmap: np.ndarray, size: tuple[int, int], region: Box,
+             rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """``heatmap`` over ``region`` of an image of ``size`` (width, height), for the image
+    rows ``rows`` (default: all): the values in [0, 1] (height, width), zero outside the
+    region, and whether each pixel is inside it (what the network saw)."""
     columns, inside_x = _axis(size[0], region[0], region[2], heatmap.shape[1])
-    rows, inside_y = _axis(size[1], region[1], region[3], heatmap.shape[0])
-    values = rows @ heatmap.astype(np.float32) @ columns.T
-    return np.clip(values, 0, 1) * (inside_y[:, None] & inside_x[None, :])
+    weights, inside_y = _axis(size[1], region[1], region[3], heatmap.shape[0])
+    seen = inside_y[rows, None] & inside_x[None, :]
+    values = weights[rows] @ (heatmap.astype(np.float32) @ columns.T)
+    return np.clip(values, 0, 1) * seen, seen
 
 
 def colorize(values: np.ndarray) -> np.ndarray:
@@ -81,19 +84,16 @@ def colorize(values: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, region: Box) -> Image.Image:
-    """The RGB ``image`` with ``heatmap`` blended over ``region``, the rest dimmed."""
-    width, height = image.size
-    columns, inside_x = _axis(width, region[0], region[2], heatmap.shape[1])
-    rows, inside_y = _axis(height, region[1], region[3], heatmap.shape[0])
-    across = heatmap.astype(np.float32) @ columns.T
+    """The RGB ``image`` with ``heatmap`` blended over ``region``, the rest dimmed; drawn
+    ``ROWS`` rows at a time."""
     photo = np.asarray(image, np.uint8)
     blended = np.empty_like(photo)
-    for top in range(0, height, ROWS):
+    for top in range(0, image.height, ROWS):
         part = slice(top, top + ROWS)
         pixels = photo[part].astype(np.float32)
-        seen = (inside_y[part, None] & inside_x[None, :])[..., None]
-        colours = colorize(np.clip(rows[part] @ across, 0, 1))
-        mixed = np.where(seen, (1 - OPACITY) * pixels + OPACITY * colours, DIMMED * pixels)
+        values, seen = upsample(heatmap, image.size, region, part)
+        mixed = np.where(seen[..., None], (1 - OPACITY) * pixels + OPACITY * colorize(values),
+                         DIMMED * pixels)
         blended[part] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
     return Image.fromarray(blended, "RGB")
 
