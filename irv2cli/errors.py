@@ -23,8 +23,9 @@ class Hint(Enum):
     REFETCH_WEIGHTS = "fetch a fresh copy (ensure_weights(force=True))"
     FEATURES_ONLY = ("classify with the full weights, or ask these for their features "
                      "(outputs=(FEATURES,))")
-    MIRROR = ("set IRV2_MIRROR to a base URL that serves the same file name, or install a "
-              "copy obtained elsewhere (install_from_file)")
+    MIRROR = ("if this machine cannot reach that server, set IRV2_MIRROR to a base URL that "
+              "serves the same file name, or install a copy obtained elsewhere "
+              "(install_from_file)")
 
 
 class Irv2Error(Exception):

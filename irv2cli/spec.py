@@ -26,6 +26,8 @@ BACKENDS = ("auto", "onnx", "keras")
 PROBABILITIES = "probabilities"
 FEATURES = "features"
 EXPORT_FORMATS = ("onnx", "openvino", "savedmodel", "keras")
+RESULT_FORMATS = ("json", "jsonl", "csv")  # what predict writes
+FEATURE_FORMATS = ("parquet", "npy", "jsonl")  # what embed writes
 RESIZE_MODES = ("center-crop", "squash")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 # Pillow's own warning threshold for decompression bombs.

@@ -1,8 +1,7 @@
 """Hostile-world regressions for ``irv2 embed`` and the run API: damaged and lying
 feature files, a full disk, odd names, a race on the lock, and API misuse.
 
-Each test is a defect found by attacking the real program; while unfixed it is marked
-``xfail(strict=True)`` so the suite stays green and a fix makes it pass loudly."""
+Each test is a defect found by attacking the real program, kept now that it is fixed."""
 
 from __future__ import annotations
 

@@ -155,3 +155,17 @@ def test_help_imports_nothing_heavy(command):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_an_interrupted_run_to_stdout_is_not_told_to_resume(weights, samples, monkeypatch):
+    """--resume needs --output: a run that printed its results has nothing to resume."""
+    from irv2cli.results.writers import JsonLinesWriter
+
+    def interrupt(writer, record):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(JsonLinesWriter, "write", interrupt)
+    result = predict(samples / "chelsea.jpg", "--weights", weights, "--format", "jsonl")
+    assert result.exit_code == 130
+    assert "Interrupted: 0 results were written." in result.stderr
+    assert "--resume" not in result.stderr

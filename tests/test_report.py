@@ -245,3 +245,21 @@ def test_a_report_inside_an_input_folder_is_never_an_input(weights, folder, tmp_
     assert result.exit_code == 1  # notes.jpg, and nothing else, failed
     paths = [json.loads(line)["path"] for line in result.stdout.splitlines()]
     assert sorted(paths) == sorted(str(p) for p in folder.iterdir() if p != page)
+
+
+def test_a_report_on_the_results_file_is_a_usage_error(tmp_path, samples):
+    out = tmp_path / "r.jsonl"
+    result = predict(samples / "chelsea.jpg", "-o", out, "--report", tmp_path / "." / "r.jsonl")
+    assert result.exit_code == 2 and "the same file" in result.stderr
+    assert not out.exists()
+
+
+def test_a_resumed_run_replaces_the_report_of_the_run_it_finishes(weights, mixed_folder,
+                                                                  tmp_path):
+    out, page = tmp_path / "r.jsonl", tmp_path / "r.html"
+    page.write_text("<html>the interrupted run's report</html>")
+    out.write_text("")  # an empty results file counts as missing
+    result = predict(mixed_folder, "--weights", weights, "-o", out, "--report", page,
+                     "--resume")
+    assert result.exit_code == 1, result.output  # notes.jpg
+    assert page.read_text(encoding="utf-8").count('<figure class="card') == 3

@@ -15,8 +15,9 @@ FLAG_ADVICE = {
     Hint.REFETCH_WEIGHTS: "run `irv2 download-weights --force` to fetch a fresh copy",
     Hint.FEATURES_ONLY: ("classify with the full weights (the default), or run `irv2 embed` "
                          "for their features"),
-    Hint.MIRROR: ("set IRV2_MIRROR (or pass `irv2 download-weights --mirror URL`) to a base "
-                  "URL that serves the same file name, or fetch the file elsewhere and run "
+    Hint.MIRROR: ("if this machine cannot reach that server, set IRV2_MIRROR (or pass "
+                  "`irv2 download-weights --mirror URL`) to a base URL that serves the same "
+                  "file name, or fetch the file elsewhere and run "
                   "`irv2 download-weights --from-file PATH`"),
 }
 

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..spec import FEATURES
+from ..spec import FEATURE_FORMATS, FEATURES
 from .options import run_options
-
-FORMATS = ("parquet", "npy", "jsonl")
 
 
 @click.command()
@@ -17,7 +15,7 @@ FORMATS = ("parquet", "npy", "jsonl")
 @click.option("-o", "--output", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
               help="Write features to this .parquet, .npy or .jsonl file as the run goes.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS),
+@click.option("--format", "fmt", type=click.Choice(FEATURE_FORMATS),
               help="Output format. Default: from --output's extension.")
 @run_options
 def embed(inputs, output, fmt, **flags):

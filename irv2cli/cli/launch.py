@@ -79,7 +79,8 @@ def launch(inputs: tuple[str, ...], output: Path | None, stdout_sink: Callable |
     summary ("classified"). ``fields`` are the other flags of ``options.run_options`` and
     ``RunOptions`` fields."""
     with open_html_report(report, inputs, output,
-                          overwrite=fields.get("overwrite", False)) as html:
+                          # a resumed run replaces the report of the run it finishes
+                          overwrite=fields.get("overwrite", False) or resume) as html:
         engine = start_engine(weights, backend, resume=resume, quiet=quiet)
         decoders = start_decoders(inputs, workers, decode_memory, decode_timeout,
                                   resume=resume)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from ..spec import SPEC
+from ..spec import RESULT_FORMATS, SPEC
 from .options import run_options
 
-FORMATS = ("table", "json", "jsonl", "csv")
+FORMATS = ("table", *RESULT_FORMATS)
 
 
 @click.command()
@@ -37,6 +38,8 @@ def predict(inputs, top_k, fmt, output, report, resume, overwrite, **flags):
         raise click.UsageError("--overwrite needs --output or --report.")
     if output is not None and fmt == "table":
         raise click.UsageError("--output writes csv, jsonl or json; the table is for stdout.")
+    if output is not None and report is not None and same_file(output, report):
+        raise click.UsageError("--report and --output name the same file; give each its own.")
     from .launch import launch
 
     status = launch(inputs, output, lambda: _stdout_sink(fmt or "table"),
@@ -44,6 +47,11 @@ def predict(inputs, top_k, fmt, output, report, resume, overwrite, **flags):
                     fmt=None if fmt == "table" else fmt, resume=resume, overwrite=overwrite,
                     report=report, **flags)
     click.get_current_context().exit(status)
+
+
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file (links followed), whether or not it exists yet."""
+    return os.path.realpath(first) == os.path.realpath(second)
 
 
 def _stdout_sink(fmt: str):

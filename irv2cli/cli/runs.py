@@ -1,6 +1,7 @@
 """The command-line side of a run: the live bar, error lines, the summary, the exit status.
 
-``predict`` and ``embed`` both call ``execute``; the run itself is ``pipeline.run``.
+``predict`` and ``embed`` reach ``execute`` through ``launch``; the run itself is
+``pipeline.run``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def execute(inputs: Iterable[str | os.PathLike], sink: Output | Path, options: R
                       on_progress=display.advance if bar else None,
                       exclude=report.identities if report else frozenset(), **run_arguments)
     except RunInterrupted as interrupt:
-        display.stop()
+        display.stop()  # before the last words, which go below the bar
         finish_report(report, interrupt.summary, interrupted=True)
         summarize(console, interrupt.summary, done, quiet, interrupted=True)
         return exit_status(interrupt.__cause__ or interrupt)
@@ -126,10 +127,12 @@ def summarize(console: Console, summary: RunSummary, done: str, quiet: bool,
     """The run's last words on stderr: how to finish it if interrupted; unless ``quiet``,
     counts and speed."""
     written = summary.classified + summary.failed
-    if interrupted:
-        where = f" in {shown(summary.output)}" if summary.output else ""
-        console.print(f"Interrupted: {written} results were written{where}. "
-                      "Run the same command with --resume to finish.", style="yellow")
+    if interrupted and summary.output is None:
+        console.print(f"Interrupted: {written} results were written.", style="yellow")
+    elif interrupted:
+        console.print(f"Interrupted: {written} results were written in "
+                      f"{shown(summary.output)}. Run the same command with --resume to finish.",
+                      style="yellow")
     if quiet:
         return
     rate = written / summary.elapsed if summary.elapsed > 0 else 0.0

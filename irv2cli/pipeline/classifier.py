@@ -69,15 +69,14 @@ class Classifier:
         return DecodePool(self.workers or default_workers(), self.decode_limits)
 
     def infer(self, inputs: np.ndarray) -> Outputs:
-        """The engine's outputs for a preprocessed batch (N, 299, 299, 3) in [-1, 1]; an
-        engine that returns NaN or infinity, or lacks an output asked for (notop weights
-        give no probabilities), raises ``EngineError``."""
-        from ..engines.base import class_probabilities, finite_scores
+        """The outputs asked for, for a preprocessed batch (N, 299, 299, 3) in [-1, 1]; an
+        engine that returns NaN or infinity in one, or lacks one (notop weights give no
+        probabilities), raises ``EngineError``."""
+        from ..engines.base import check_outputs, finite_scores
 
         outputs = self.engine(np.asarray(inputs, dtype=np.float32))
-        if PROBABILITIES in self.outputs:
-            class_probabilities(outputs)
-        return finite_scores(outputs)
+        check_outputs(outputs, self.outputs)
+        return finite_scores({name: outputs[name] for name in self.outputs})
 
     def classify_arrays(self, inputs: np.ndarray) -> list[list[Prediction]]:
         """Top-k for a preprocessed batch (N, 299, 299, 3) in [-1, 1]."""

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Hint, OutputError
-from ..spec import SPEC
+from ..spec import FEATURE_FORMATS, SPEC
 from .records import Record
 from .writers import Output, shown
 
 DIM = SPEC.feature_dim
-FEATURE_FORMATS = ("parquet", "npy", "jsonl")
 FEATURE_EXTENSIONS = {".parquet": "parquet", ".npy": "npy", ".jsonl": "jsonl",
                       ".ndjson": "jsonl"}
 

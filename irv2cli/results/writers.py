@@ -20,7 +20,6 @@ from typing import BinaryIO, TextIO
 from ..errors import Hint, OutputError
 from .records import Record
 
-FORMATS = ("json", "jsonl", "csv")
 CSV_FIELDS = ("path", "rank", "index", "wnid", "label", "score", "error")
 ENCODING, ERRORS = "utf-8", "surrogateescape"  # how text becomes bytes in every output
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -138,8 +138,7 @@ def _fetch_into(url: str, part: Path, progress: Progress | None, timeout: float)
 
 def _unreachable(url: str, reason: object) -> DownloadError:
     return DownloadError(
-        f"Could not download {url}: {reason}. If this machine cannot reach that server",
-        Hint.MIRROR)
+        f"Could not download {url}: {reason}", Hint.MIRROR)
 
 
 def download(weight_file: WeightFile, mirror: str | None = None, force: bool = False,
