@@ -135,6 +135,18 @@ def test_outputs_are_named_after_the_inputs_and_never_clobbered(tmp_path):
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_folder_s_own_heatmaps_are_never_inputs(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "a.cam.png", "b.CAM.PNG", "cam.png"):
+        (photos / name).write_bytes(b"")
+    plan = output_plan([str(photos)], tmp_path / "out")
+    assert sorted(os.path.basename(path) for path, _ in plan) == ["a.jpg", "cam.png"]
+    # One named as a file is still explained: it was asked for.
+    assert [p for p, _ in output_plan([str(photos / "a.cam.png")], tmp_path)] == [
+        str(photos / "a.cam.png")]
+
+
 def test_an_ambiguous_class_is_a_usage_error_listing_the_choices(samples):
     result = invoke(samples / "chelsea.jpg", "--class", "crane")
     assert result.exit_code == 2

@@ -62,8 +62,9 @@ def explain(inputs, wanted, output, top_k, force, weights, resize, interpolation
     of each image. Needs gradients, so it runs the Keras model: it takes longer to start
     than predict (TensorFlow and the model load first, about 10 s). The network's input
     is decoded in an isolated worker process, as in predict; the full-size image for the
-    picture is then decoded in this process, within --max-pixels. Exit status: 0 all
-    explained, 1 some image failed, 2 usage error.
+    picture is then decoded in this process, within --max-pixels. A folder's *.cam.png
+    files are skipped: they are explain's own output. Exit status: 0 all explained, 1 some
+    image failed, 2 usage error.
     """
     from ..inputs.images import Preprocessing
     from ..results.heatmaps import output_plan

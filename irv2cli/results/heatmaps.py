@@ -110,13 +110,17 @@ def _named(relative: str, taken: set[str]) -> str:
 
 
 def _images(inputs: Sequence[str], selection: InputSelection) -> list[tuple[str, str]]:
-    """Each image of ``inputs`` and its name relative to the folder it was found in."""
+    """Each image of ``inputs`` and its name relative to the folder it was found in; a
+    folder's ``*.cam.png`` files are explain's own outputs, never inputs."""
     images, seen = [], set()
     for given in inputs:
+        walked = os.path.isdir(given)
         for path in iter_image_paths([given], selection):
+            if walked and path.lower().endswith(SUFFIX):
+                continue
             if path_key(path) not in seen:
                 seen.add(path_key(path))
-                relative = os.path.relpath(path, given) if os.path.isdir(given) else None
+                relative = os.path.relpath(path, given) if walked else None
                 images.append((path, relative or os.path.basename(path)))
     return images
 
@@ -124,7 +128,8 @@ def _images(inputs: Sequence[str], selection: InputSelection) -> list[tuple[str,
 def output_plan(inputs: Sequence[str], output: str | os.PathLike | None = None,
                 force: bool = False, selection: InputSelection | None = None
                 ) -> list[tuple[str, Path]]:
-    """Each image of ``inputs`` (files, folders walked) and the PNG its heatmap goes to.
+    """Each image of ``inputs`` (files, folders walked, their ``*.cam.png`` left out) and
+    the PNG its heatmap goes to.
 
     One image file with an ``output`` named ``*.png`` that is not a folder: that file.
     Otherwise the folder ``output`` (default: the current one) gets one ``NAME.cam.png``
