@@ -105,13 +105,10 @@ def _explain_all(plan, preprocessing, weights, wanted, top_k, force) -> int:
 def _load(weights: Path | None, traced: bool, console: Console) -> Explainer:
     """The Grad-CAM explainer for ``weights`` (default: the official file, fetched)."""
     from ..network.gradcam import Explainer
-    from ..store.weights import ensure_weights
-    from .render import download_progress
+    from .official import official_weights
 
     if weights is None:
-        with download_progress(console, "official weights") as progress:
-            weights = ensure_weights(progress=progress,
-                                     notify=lambda m: console.print(m, style="dim"))
+        weights = official_weights(console)
     console.print("loading the Keras model...", style="dim")
     return Explainer.from_weights(weights, traced)
 

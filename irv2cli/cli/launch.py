@@ -23,8 +23,8 @@ def start_engine(weights: Path | None, backend: str, *, resume: bool, quiet: boo
 
 def _download_then_load(weights: Path | None, backend: str, quiet: bool):
     from ..engines.base import load_engine
-    from ..store.weights import ensure_weights
-    from .render import download_progress, stderr_console
+    from .official import official_weights
+    from .render import stderr_console
 
     console = stderr_console()
 
@@ -33,8 +33,7 @@ def _download_then_load(weights: Path | None, backend: str, quiet: bool):
             console.print(message, style="dim")
 
     if weights is None:
-        with download_progress(console, "official weights") as progress:
-            weights = ensure_weights(progress=None if quiet else progress, notify=notify)
+        weights = official_weights(console, quiet)
     return load_engine(weights, backend, notify)
 
 
