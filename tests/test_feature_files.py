@@ -311,6 +311,44 @@ def test_a_staged_file_that_cannot_be_made_is_one_line_and_leaves_nothing(tmp_pa
                                                   + (["features.parquet"] if earlier else []))
 
 
+def _damage_a_features_page(path: Path) -> None:
+    """Flip the header of the last row group's features page: reading the names alone
+    would not notice."""
+    metadata = pq.ParquetFile(path).metadata
+    chunk = metadata.row_group(metadata.num_row_groups - 1).column(1)
+    data = bytearray(path.read_bytes())
+    for i in range(chunk.data_page_offset, chunk.data_page_offset + 8):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_features_page_is_refused_before_the_run_starts(tmp_path):
+    out = tmp_path / "features.parquet"
+    write(out, "parquet", records(600))  # three row groups
+    _damage_a_features_page(out)
+    before = out.read_bytes()
+    with pytest.raises(OutputError, match="not a feature file") as caught:
+        open_features(out, "parquet", resume=True, overwrite=False)
+    assert "\n" not in str(caught.value)
+    assert out.read_bytes() == before and os.listdir(tmp_path) == [out.name]
+
+
+def test_resuming_a_parquet_reads_each_row_group_once(tmp_path, monkeypatch):
+    out, items = tmp_path / "features.parquet", records(700)
+    write(out, "parquet", items[:600])
+    reads = []
+    read_row_group = pq.ParquetFile.read_row_group
+
+    def counted(self, i, *args, **kwargs):
+        reads.append(i)
+        return read_row_group(self, i, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted)
+    write(out, "parquet", items, resume=True)
+    assert reads == [0, 1, 2]
+    assert [row[0] for row in read_back(out, "parquet")] == [r.path for r in items]
+
+
 # --- full disk ------------------------------------------------------------------------
 
 @pytest.fixture

@@ -6,9 +6,10 @@ records (about 1.5 MiB of features each).
 A Parquet file can be read only once its footer is written, at close. So a run writes
 a staged file beside the output (``.NAME.staged``) and puts it in place whole
 (``store.atomic.place``: fsynced, then renamed) when the run ends: done, interrupted
-(Ctrl-C, SIGTERM), or failed after writing records. Resuming checks every row group of
-the complete file, copies them into the staged file, then appends; a resumed run with
-nothing new leaves the file as it was. The output is locked, like predict's, while a
+(Ctrl-C, SIGTERM), or failed after writing records. Resuming reads each row group of
+the complete file once, checking it as it copies it into the staged file (so a damaged
+file is refused before the run starts), then appends; a resumed run with nothing new
+leaves the file as it was. The output is locked, like predict's, while a
 run holds it.
 
 The trade-off: a hard kill (SIGKILL, power loss) or a full disk loses the rows that run
@@ -41,7 +42,7 @@ from ..store.atomic import place
 from .features import DIM, feature_vector
 from .locked import check_writable, identity, is_at, open_locked, write_failed
 from .records import Record
-from .scanning import Held, held_by
+from .scanning import Held
 from .writers import ENCODING, ERRORS, Output, RecordWriter, printable, shown, write_error
 
 ROW_GROUP = 256
@@ -83,7 +84,7 @@ def _not_features(path: Path, exc: Exception) -> OutputError:
                        "file away or fix it before resuming.")
 
 
-def _group_records(group: pa.Table) -> Iterator[tuple[Record, int]]:
+def _group_records(group: pa.Table) -> Iterator[Record]:
     """The records of one row group; a row with both or neither of features and error
     is refused."""
     columns = (group["path"].to_pylist(), group["path_bytes"].to_pylist(),
@@ -91,21 +92,7 @@ def _group_records(group: pa.Table) -> Iterator[tuple[Record, int]]:
     for text, raw, error, failed in zip(*columns, strict=True):
         if failed != (error is not None):
             raise ValueError("a row with both or neither of features and error")
-        yield Record(stored_name(text, raw), error=error), 0
-
-
-def _scan(path: Path, fd: int) -> Held:
-    """The path keys and errors of a complete feature file, each row group read whole
-    (so copying it cannot fail later); anything else is refused."""
-    try:
-        with open(fd, "rb", closefd=False) as stream:
-            parquet = pq.ParquetFile(stream)
-            if not parquet.schema_arrow.equals(SCHEMA):
-                raise ValueError("its columns are not path, features, error, path_bytes")
-            return held_by(record for group in range(parquet.num_row_groups)
-                           for record in _group_records(parquet.read_row_group(group)))
-    except (pa.ArrowException, OSError, ValueError) as exc:  # thrift's errors are OSError
-        raise _not_features(path, exc) from None
+        yield Record(stored_name(text, raw), error=error)
 
 
 def _open_staged(staged: str, fd: int):
@@ -131,16 +118,36 @@ def _open_staged(staged: str, fd: int):
 
 class ParquetWriter(RecordWriter):
     """Records to the staged file (the stream), a row group per ``ROW_GROUP``; ``close``
-    puts it in place at ``target``. When ``resumed``, the file held at ``fd`` is copied
-    in first."""
+    puts it in place at ``target``. When resuming, ``copy_held`` first copies in the
+    file held at ``fd``."""
 
-    def __init__(self, path: Path, fd: int, target: str, count: int, resumed: bool):
+    def __init__(self, path: Path, fd: int, target: str):
         staged = staged_path(target)
-        super().__init__(_open_staged(staged, fd), count)
+        super().__init__(_open_staged(staged, fd))
         self.path, self.fd, self.target, self.staged = path, fd, target, staged
-        self.resumed, self.placed, self.broken = resumed, False, False
+        self.resumed = self.added = self.placed = self.broken = False
         self._parquet: pq.ParquetWriter | None = None
         self._rows: list[Row] = []
+
+    def copy_held(self) -> Held:
+        """What the complete file held at ``fd`` holds, copied into the staged file: each
+        row group is read once, checked, then written, so resuming decodes the file once
+        and a damaged or foreign one is refused here, before the run starts."""
+        held = Held()
+        try:
+            with open(self.fd, "rb", closefd=False) as stream:
+                parquet = pq.ParquetFile(stream)
+                if not parquet.schema_arrow.equals(SCHEMA):
+                    raise ValueError("its columns are not path, features, error, path_bytes")
+                for index in range(parquet.num_row_groups):
+                    group = parquet.read_row_group(index)
+                    for record in _group_records(group):
+                        held.add(record, 0)
+                    self._guarded(self._copy, group)
+        except (pa.ArrowException, OSError, ValueError) as exc:  # thrift's errors are OSError
+            raise _not_features(self.path, exc) from None
+        self.count, self.resumed = held.records, bool(held.records)
+        return held
 
     def write(self, record: Record) -> None:
         vector = feature_vector(record)
@@ -148,20 +155,30 @@ class ParquetWriter(RecordWriter):
         text, raw = _name_columns(record.path)
         self._rows.append((text, vector, error, raw))
         self.count += 1
+        self.added = True
         if len(self._rows) >= ROW_GROUP:
             self._guarded(self._flush_rows)
 
     def close(self) -> None:
         """Finish the file and put it in place; a resumed run with nothing new, or one
         whose writes failed, leaves the file as it was."""
-        if self.broken or (self.resumed and self._parquet is None and not self._rows):
+        if self.broken or (self.resumed and not self.added):
             return
         self._guarded(self._finish)
         self.placed = True
 
-    def _guarded(self, operation) -> None:
+    def discard(self) -> None:
+        """Close the staged file unfinished (no footer) and remove it."""
+        if self._parquet is not None:
+            self._parquet.is_open = False  # else its close, even at exit, writes a footer
+        with contextlib.suppress(OSError):  # a full disk fails its flush again
+            self.stream.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.staged)
+
+    def _guarded(self, operation, *args) -> None:
         try:
-            operation()
+            operation(*args)
         except OSError as exc:  # a full disk: this run's rows are lost, the file is not
             self.broken = True
             raise write_failed(self.path, exc) from None
@@ -169,12 +186,10 @@ class ParquetWriter(RecordWriter):
     def _start(self) -> pq.ParquetWriter:
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self.stream, SCHEMA, use_dictionary=NAMES)
-            if self.resumed:
-                with open(self.fd, "rb", closefd=False) as stream:
-                    held = pq.ParquetFile(stream)
-                    for group in range(held.num_row_groups):
-                        self._parquet.write_table(held.read_row_group(group))
         return self._parquet
+
+    def _copy(self, group: pa.Table) -> None:
+        self._start().write_table(group)
 
     def _flush_rows(self) -> None:
         writer = self._start()
@@ -206,9 +221,14 @@ def _table(rows: list[Row]) -> pa.Table:
 class ParquetFeatures(Output):
     """A Parquet feature file held for one run (see the module's docstring)."""
 
-    def __init__(self, path: Path, fd: int, target: str, created: bool, held: Held):
-        super().__init__(ParquetWriter(path, fd, target, held.records, bool(held.records)),
-                         held.paths, held.failed)
+    def __init__(self, path: Path, fd: int, target: str, created: bool, resume: bool):
+        writer = ParquetWriter(path, fd, target)
+        try:
+            held = writer.copy_held() if resume else Held()
+        except BaseException:
+            writer.discard()
+            raise
+        super().__init__(writer, held.paths, held.failed)
         self.path, self._fd, self._target, self._created = path, fd, target, created
         self.identities = frozenset(map(identity, (fd, self.writer.stream.fileno())))
 
@@ -218,10 +238,7 @@ class ParquetFeatures(Output):
         writer = self.writer
         try:
             if not writer.placed:
-                with contextlib.suppress(OSError):  # a full disk fails its flush again
-                    writer.stream.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(writer.staged)
+                writer.discard()
                 if self._created and is_at(self._fd, self._target):
                     with contextlib.suppress(OSError):
                         os.unlink(self._target)
@@ -234,8 +251,7 @@ def open_parquet(path: Path, *, resume: bool, overwrite: bool) -> ParquetFeature
     fd, target, created = open_locked(path)
     try:
         size = check_writable(path, fd, resume=resume, overwrite=overwrite)
-        held = _scan(path, fd) if resume and size else Held()
-        return ParquetFeatures(path, fd, target, created, held)
+        return ParquetFeatures(path, fd, target, created, bool(resume and size))
     except BaseException:
         if created:
             os.unlink(target)
