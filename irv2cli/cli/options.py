@@ -58,6 +58,25 @@ preprocessing_options = bundle(
 )
 """--resize, --interpolation and --max-pixels, for every command that reads images."""
 
+def decode_options(what: str, refused: str):
+    """--workers, --decode-memory and --decode-timeout (each with its env var), for every
+    command that decodes images in isolated workers: ``what`` they decode, and what
+    happens to a file that goes past a limit (``refused``)."""
+    return bundle(
+        click.option("--workers", type=click.IntRange(1, 256),
+                     help=f"Processes decoding {what}. Default: one per core (>= 2)."),
+        click.option("--decode-memory", type=ByteSize(), default="2GiB", show_default=True,
+                     envvar="IRV2_DECODE_MEMORY",
+                     help=f"Memory one file may take to decode (Linux); a file that needs "
+                          f"more {refused}. Env: IRV2_DECODE_MEMORY."),
+        click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=30.0, show_default=True, envvar="IRV2_DECODE_TIMEOUT",
+                     metavar="SECONDS",
+                     help=f"Time one file may take to decode; a slower one {refused}. "
+                          "Env: IRV2_DECODE_TIMEOUT."),
+    )
+
+
 run_options = bundle(
     click.option("--resume", is_flag=True,
                  help="Continue an interrupted run: process only inputs not yet in --output."),
@@ -70,18 +89,7 @@ run_options = bundle(
     click.option("--include-hidden", is_flag=True, help="Include hidden files and folders."),
     click.option("--batch-size", type=click.IntRange(1, 1024), default=8, show_default=True,
                  help="Images per inference call."),
-    click.option("--workers", type=click.IntRange(1, 256),
-                 help="Processes decoding images ahead of inference. Default: one per core "
-                      "(>= 2)."),
-    click.option("--decode-memory", type=ByteSize(), default="2GiB", show_default=True,
-                 envvar="IRV2_DECODE_MEMORY",
-                 help="Memory one file may take to decode (Linux); a file that needs more "
-                      "gets an error record. Env: IRV2_DECODE_MEMORY."),
-    click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True),
-                 default=30.0, show_default=True, envvar="IRV2_DECODE_TIMEOUT",
-                 metavar="SECONDS",
-                 help="Time one file may take to decode; a slower one gets an error record. "
-                      "Env: IRV2_DECODE_TIMEOUT."),
+    decode_options("images ahead of inference", "gets an error record"),
     click.option("-q", "--quiet", is_flag=True,
                  help="No progress bar and no summary on stderr."),
     click.option("-v", "--verbose", is_flag=True,
