@@ -133,6 +133,70 @@ def test_results_files_read_back(tmp_path, fmt):
     assert list(read_results(path)) == items
 
 
+@pytest.fixture
+def pools(monkeypatch) -> list[tuple]:
+    """``irv2 report`` decodes with a stand-in for ``DecodePool`` that records how each
+    was started, (workers, limits): for error records only, which it never decodes."""
+    started = []
+
+    class RecordingPool:
+        def __init__(self, workers, limits=None):
+            started.append((workers, limits))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr("irv2cli.inputs.decoding.DecodePool", RecordingPool)
+    monkeypatch.delenv("IRV2_DECODE_MEMORY", raising=False)
+    monkeypatch.delenv("IRV2_DECODE_TIMEOUT", raising=False)
+    return started
+
+
+@pytest.fixture
+def failed_results(tmp_path):
+    """A results file of two failed images, in JSON lines, named ``results.log`` (no
+    known extension)."""
+    path = tmp_path / "results.log"
+    with open(path, "w", encoding="utf-8") as stream:
+        writer = WRITERS["jsonl"](stream)
+        for record in records(["a.jpg", "b.jpg"], {"a.jpg", "b.jpg"}):
+            writer.write(record)
+        writer.close()
+    return path
+
+
+def test_report_reads_an_unknown_extension_with_format(failed_results, pools, tmp_path):
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["report", str(failed_results), "-o", str(out)])
+    assert result.exit_code == 1 and "pass --format" in result.stderr
+    assert not out.exists() and pools == []  # refused before any work
+    result = CliRunner().invoke(cli, ["report", str(failed_results), "-o", str(out),
+                                      "--format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    assert "0 classified, 2 failed" in result.stderr and out.exists()
+
+
+def test_report_decodes_within_the_decode_limits(failed_results, pools, tmp_path,
+                                                 monkeypatch):
+    from irv2cli.inputs.decoding import DecodeLimits
+
+    out = tmp_path / "r.html"
+    args = ["report", str(failed_results), "-o", str(out), "--format", "jsonl"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert pools[-1][1] == DecodeLimits(2 << 30, 30.0)  # predict's defaults
+    result = CliRunner().invoke(cli, [*args, "--overwrite", "--workers", "3",
+                                      "--decode-memory", "512MiB", "--decode-timeout", "5"])
+    assert result.exit_code == 0, result.output
+    assert pools[-1] == (3, DecodeLimits(512 << 20, 5.0))
+    monkeypatch.setenv("IRV2_DECODE_MEMORY", "1GiB")
+    monkeypatch.setenv("IRV2_DECODE_TIMEOUT", "7.5")
+    assert CliRunner().invoke(cli, [*args, "--overwrite"]).exit_code == 0
+    assert pools[-1][1] == DecodeLimits(1 << 30, 7.5)
+
+
 def test_predict_refuses_an_existing_report_before_it_runs(tmp_path, samples):
     report = tmp_path / "r.html"
     report.write_text("keep me")

@@ -290,10 +290,11 @@ def _identities(stream: BinaryIO, path: Path) -> frozenset[tuple[int, int]]:
     return frozenset(found)
 
 
-def read_results(path: Path) -> Iterator[Record]:
-    """The complete records of a results file that ``irv2 predict`` wrote (.jsonl, .json
-    or .csv); a file that is not one is refused naming its first foreign line."""
-    scan = RECORDS[output_format(path)]
+def read_results(path: Path, fmt: str | None = None) -> Iterator[Record]:
+    """The complete records of a results file that ``irv2 predict`` wrote, in ``fmt``
+    (jsonl, json or csv; default: from its extension); a file that is not one is refused
+    naming its first foreign line."""
+    scan = RECORDS[output_format(path, fmt)]
     try:
         with open(path, "rb") as stream:
             for record, _ in scan(Lines(stream, path), path, 1):  # a last CSV image: >= 1 row
@@ -324,13 +325,14 @@ def with_pixels(records: Iterable[Record], decoders: DecodePool,
 
 
 def report_results(results: Path, report: Path, decoders: DecodePool, *,
-                   preprocessing: Preprocessing = CENTRE_CROP, overwrite: bool = False
-                   ) -> tuple[int, int]:
-    """Write the report of an earlier run from its results file, the thumbnails decoded
-    again by ``decoders``; return the (classified, failed) records it shows."""
+                   preprocessing: Preprocessing = CENTRE_CROP, overwrite: bool = False,
+                   fmt: str | None = None) -> tuple[int, int]:
+    """Write the report of an earlier run from its results file (in ``fmt``, see
+    ``read_results``), the thumbnails decoded again by ``decoders``; return the
+    (classified, failed) records it shows."""
     source = f"Results of {os.fspath(results)}"
     with open_report(report, overwrite=overwrite, source=source) as html_report:
-        for record, note in with_pixels(read_results(results), decoders, preprocessing):
+        for record, note in with_pixels(read_results(results, fmt), decoders, preprocessing):
             html_report.write(record, note)
         html_report.finish()
     return html_report.classified, html_report.failed
