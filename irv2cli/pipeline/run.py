@@ -136,9 +136,9 @@ def run(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     of the run's own. ``on_progress`` is called after each record (and makes the run
     count its inputs first, for ``total``). Inputs already in the sink are skipped, and so
     are the sink's own files and ``exclude`` (the (device, inode) of other files the
-    caller writes meanwhile, such as a report). A
-    file that cannot be read gets an error record and the run goes on. On Ctrl-C the sink
-    is closed cleanly and ``RunInterrupted`` carries the summary.
+    caller writes meanwhile, such as a report). A file that cannot be read gets an error
+    record and the run goes on. On Ctrl-C the sink is closed cleanly and
+    ``RunInterrupted`` carries the summary.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]  # one path, not its characters
