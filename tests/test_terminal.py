@@ -166,3 +166,16 @@ def test_piped_tables_hold_no_progress_frames(monkeypatch):
         "/photos/a.jpg", "/photos/b.jpg"]
     assert "img/s" not in out and "failed" not in out and "\x1b" not in out
     assert "/photos/" not in terminal.getvalue() and "img/s" in terminal.getvalue()
+
+
+@pytest.mark.slow  # imports TensorFlow
+def test_cuinit_failing_is_noise_only_where_there_is_no_gpu_driver():
+    from irv2cli.network.quiet import tensorflow_noise
+
+    line = (b"E0000 00:00:1795997755.952330   14678 cuda_platform.cc:52] failed call to "
+            b"cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)")
+    onednn = (b"I0000 00:00:1795997885.576868   16525 port.cc:153] oneDNN custom operations "
+              b"are on. You may see slightly different numerical results")
+    assert tensorflow_noise(gpu_driver=False).match(line)
+    assert not tensorflow_noise(gpu_driver=True).match(line)  # says why the GPU is unused
+    assert tensorflow_noise(gpu_driver=True).match(onednn)
