@@ -45,9 +45,10 @@ def start_decoders(inputs: tuple[str, ...], workers: int | None, memory: int, ti
     if resume:
         return None
     from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
+    from ..inputs.uris import is_uri
 
     count = workers or default_workers()
-    if not any(os.path.isdir(path) for path in inputs):
+    if not any(is_uri(path) or os.path.isdir(path) for path in inputs):  # a URI may be a folder
         count = min(count, len(inputs))
     return DecodePool(count, DecodeLimits(memory, timeout))
 
