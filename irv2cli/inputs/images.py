@@ -117,7 +117,7 @@ def _readable(name: str | Path) -> Path | io.BytesIO:
     except (FileNotFoundError, PermissionError):
         raise
     except (OSError, ValueError) as exc:  # the store, the network or the URI itself
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # one line
         raise ImageError(f"{name}: cannot read it ({reason}).") from None
 
 

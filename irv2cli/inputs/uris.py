@@ -97,9 +97,10 @@ def _filesystem(scheme: str, netloc: str, query: str) -> tuple[FileSystem, str]:
 
 
 def read_uri(uri: str) -> bytes:
-    """The whole content of the file ``uri`` names (one request for an object store; a
-    decoder then seeks at will). ``FileNotFoundError`` if there is none; other failures
-    are ``OSError`` or ``ValueError`` (a URI pyarrow cannot open) from pyarrow."""
+    """The whole content of the file ``uri`` names, read in one go (a decoder reading an
+    object store in small pieces would pay a request for each). ``FileNotFoundError`` if
+    there is none; other failures are pyarrow's ``OSError`` (the store, the network) or
+    ``ValueError`` (a URI pyarrow cannot open)."""
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as stream:
         return stream.read()
