@@ -21,6 +21,7 @@ class WeightFile:
 
 
 BACKENDS = ("auto", "onnx", "keras")
+ENGINES = ("local", "ray")  # where a run over inputs goes: this machine, or a Ray cluster
 # The engines' named outputs: class probabilities (N, 1000), and the features that feed
 # the classifier (N, 1536), the global average pooling of the last convolution.
 PROBABILITIES = "probabilities"
