@@ -44,14 +44,16 @@ def python_call(module: str, function: str, *arguments: str | int | Path) -> lis
 
 @dataclass(frozen=True)
 class Pipeline:
-    """One way of classifying a folder: ``irv2 predict`` on ``backend``, or the plain Keras
-    loop (``backend`` None, the baseline); with Keras's preprocessing (squash, nearest:
-    its top-5 must equal Keras's) or irv2's defaults; on small images or 12 MP photos."""
+    """One way of classifying a folder: ``irv2 predict`` on ``backend`` and ``engine``, or
+    the plain Keras loop (``backend`` None, the baseline); with Keras's preprocessing
+    (squash, nearest: its top-5 must equal Keras's) or irv2's defaults; on small images or
+    12 MP photos."""
 
     name: str
     backend: str | None
     keras_preprocessing: bool = True
     images: Images = "small"
+    engine: str = "local"
 
     @property
     def is_baseline(self) -> bool:
@@ -67,7 +69,7 @@ class Pipeline:
                 str(weights), "--output", str(output), "--overwrite", "--quiet",
                 "--batch-size", str(batch_size),
                 *(KERAS_PREPROCESSING if self.keras_preprocessing else ()),
-                "--backend", self.backend]
+                "--backend", self.backend, "--engine", self.engine]
 
 
 IRV2_ONNX = Pipeline("irv2 onnx", "onnx")
@@ -81,13 +83,20 @@ DEFAULT_PREPROCESSING = (
 )
 
 
-def plan(batch_sizes: list[int], keras_batch_sizes: list[int]) -> list[tuple[Pipeline, int]]:
+# --engine ray on a Ray instance each run starts on this machine (its start counts).
+IRV2_ON_RAY = Pipeline("irv2 onnx, --engine ray", "onnx", engine="ray")
+
+
+def plan(batch_sizes: list[int], keras_batch_sizes: list[int], ray: bool = False
+         ) -> list[tuple[Pipeline, int]]:
     """Every folder measurement, in the order of the table: irv2 onnx at each batch size,
-    irv2 keras and irv2's own preprocessing at the largest, the Keras loop at its own."""
+    irv2 keras and irv2's own preprocessing at the largest, the Keras loop at its own,
+    and with ``ray`` irv2 onnx on Ray at the largest."""
     batch = max(batch_sizes)
     return ([(IRV2_ONNX, b) for b in batch_sizes] + [(IRV2_KERAS, batch)]
             + [(KERAS_LOOP, b) for b in keras_batch_sizes]
-            + [(pipeline, batch) for pipeline in DEFAULT_PREPROCESSING])
+            + [(pipeline, batch) for pipeline in DEFAULT_PREPROCESSING]
+            + ([(IRV2_ON_RAY, batch)] if ray else []))
 
 
 @dataclass(frozen=True)
@@ -222,7 +231,8 @@ def cold_starts(weights: Path, image: Path, env: dict[str, str], runs: int) -> l
 
 def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
                   batch_sizes: list[int], keras_batch_sizes: list[int], cold_runs: int,
-                  rounds: int, progress=print) -> tuple[list[ColdStart], list[Summary]]:
+                  rounds: int, progress=print, ray: bool = False
+                  ) -> tuple[list[ColdStart], list[Summary]]:
     """Every measurement, in the order of the tables. This process never imports
     TensorFlow, so its own memory does not leak into the children's peak RSS."""
     with tempfile.TemporaryDirectory(prefix="irv2-bench-") as tmp:
@@ -245,7 +255,7 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
         folders = {kind: (make_folder(scratch / f"{kind}-small", small, files),
                           make_folder(scratch / f"{kind}-large", large, files))
                    for kind, files in (("small", sources), ("photos", photos))}
-        steps = plan(batch_sizes, keras_batch_sizes)
+        steps = plan(batch_sizes, keras_batch_sizes, ray)
         measured: dict[tuple[Pipeline, int], list[Measurement]] = {step: [] for step in steps}
         for round_ in range(1, rounds + 1):
             for pipeline, batch_size in steps:
