@@ -36,7 +36,11 @@ SHARD_ROWS = 4096  # rows per shard at least (the last shard of a run may have f
 # A dead actor is restarted, and the batches it held are retried, a few times: never
 # forever, so a batch that kills every actor it meets fails the run instead.
 RETRIED = {"max_restarts": 4, "max_task_retries": 4}
-DECODER_CPUS, ENGINE_CPUS = 0.25, 0.5  # what each actor reserves (listing: 1)
+# The CPUs each actor reserves. Ray counts them only to place work: an engine's ONNX
+# Runtime uses its node's cores anyway. The listing's read task and the cutting into
+# blocks reserve Ray Data's default of one CPU each while they run, so these fractions
+# are what lets every stage run at once on a node of two CPUs.
+DECODER_CPUS, ENGINE_CPUS = 0.25, 0.5
 
 
 def import_ray():
