@@ -19,13 +19,14 @@ from pathlib import Path
 
 from ..errors import WeightsError
 from ..network.h5weights import weights_include_top
-from ..store.artifacts import started_marker
+from ..store.artifacts import data_path, started_marker
 
 
 def build_artifact(weights: Path, out: Path) -> Path:
     """Export ``weights`` to ONNX with the outputs ``probabilities`` and ``features`` (only
     ``features`` for notop weights) and write ONNX Runtime's optimisation of it for this
-    machine to ``out``. Scratch files go beside ``out`` and are removed."""
+    machine to ``out``, its weights to ``artifacts.data_path(out)``. Scratch files go
+    beside ``out`` and are removed."""
     import onnxruntime as ort
 
     from ..network.heads import load_named_outputs
@@ -38,6 +39,8 @@ def build_artifact(weights: Path, out: Path) -> Path:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.optimized_model_filepath = str(out)
+        options.add_session_config_entry(  # a file name, beside out
+            "session.optimized_model_external_initializers_file_name", data_path(out).name)
         options.log_severity_level = 3  # its note that the result suits this machine only
         ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
     return out
