@@ -26,7 +26,6 @@ from functools import cache
 from pathlib import Path
 
 import xxhash
-from filelock import FileLock, Timeout
 
 from ..spec import SPEC
 from ..version import __version__
@@ -158,6 +157,8 @@ def remove_stale_builds_if_free(target: Path) -> None:
     stale = _stale_builds(target)
     if not stale:
         return
+    from filelock import FileLock, Timeout
+
     try:
         with FileLock(lock_path(target), timeout=0):
             for scratch in stale:
