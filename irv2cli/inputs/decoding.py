@@ -30,7 +30,7 @@ import pebble
 from pebble import ProcessExpired, ProcessPool
 
 from ..errors import ImageError
-from .images import Preprocessing, prepare, register_heif
+from .images import Preprocessing, prepare
 
 if TYPE_CHECKING:
     import numpy as np
@@ -263,7 +263,7 @@ _noise: int = -1  # a file that stands in for the worker's stderr
 
 
 def _start_worker(memory: int | None) -> None:
-    """Set the worker up: signals, parent-death, stderr capture, HEIF, memory ceiling."""
+    """Set the worker up: signals, parent-death, stderr capture, memory ceiling."""
     global _memory_limit, _noise
     for interrupt in _INTERRUPTS:  # Ctrl-C and a closed terminal are the parent's to handle
         signal.signal(interrupt, signal.SIG_IGN)
@@ -273,7 +273,6 @@ def _start_worker(memory: int | None) -> None:
     _noise, name = tempfile.mkstemp(prefix="irv2-decoder-")
     os.unlink(name)  # gone from the folder at once; the kernel frees it with the worker
     os.dup2(_noise, 2)
-    register_heif()
     if memory is not None:
         _memory_limit = _set_memory_ceiling(memory)
 
