@@ -19,15 +19,14 @@ from pathlib import Path
 
 from ..errors import WeightsError
 from ..network.h5weights import weights_include_top
-from ..store.artifacts import started_marker
+from ..store.artifacts import data_path, started_marker
 
 
 def build_artifact(weights: Path, out: Path) -> Path:
     """Export ``weights`` to ONNX with the outputs ``probabilities`` and ``features`` (only
     ``features`` for notop weights) and write ONNX Runtime's optimisation of it for this
-    machine to ``out``. Scratch files go beside ``out`` and are removed."""
-    import onnxruntime as ort
-
+    machine to ``out`` (see ``optimise_for_this_machine``). Scratch files go beside
+    ``out`` and are removed."""
     from ..network.heads import load_named_outputs
     from .onnx_graph import export_onnx
 
@@ -35,11 +34,22 @@ def build_artifact(weights: Path, out: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as scratch:
         plain = export_onnx(model, Path(scratch) / "plain.onnx")
         del model
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(out)
-        options.log_severity_level = 3  # its note that the result suits this machine only
-        ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
+        return optimise_for_this_machine(plain, out)
+
+
+def optimise_for_this_machine(graph: Path, out: Path) -> Path:
+    """Write ONNX Runtime's optimisation of the ONNX file ``graph`` for this machine to
+    ``out``, its weights to ``artifacts.data_path(out)``, which the graph names: a session
+    maps that file into memory instead of parsing and copying the weights."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(out)
+    options.add_session_config_entry(  # a file name, beside out
+        "session.optimized_model_external_initializers_file_name", data_path(out).name)
+    options.log_severity_level = 3  # its note that the result suits this machine only
+    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     return out
 
 

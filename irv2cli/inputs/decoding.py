@@ -30,7 +30,7 @@ import pebble
 from pebble import ProcessExpired, ProcessPool
 
 from ..errors import ImageError
-from .images import Preprocessing, prepare, register_heif
+from .images import Preprocessing, prepare
 from .uris import filesystem, is_uri
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ _noise: int = -1  # a file that stands in for the worker's stderr
 
 
 def _start_worker(memory: int | None) -> None:
-    """Set the worker up: signals, parent-death, stderr capture, HEIF, memory ceiling."""
+    """Set the worker up: signals, parent-death, stderr capture, memory ceiling."""
     global _memory_limit, _memory_asked, _noise
     for interrupt in _INTERRUPTS:  # Ctrl-C and a closed terminal are the parent's to handle
         signal.signal(interrupt, signal.SIG_IGN)
@@ -276,7 +276,6 @@ def _start_worker(memory: int | None) -> None:
     _noise, name = tempfile.mkstemp(prefix="irv2-decoder-")
     os.unlink(name)  # gone from the folder at once; the kernel frees it with the worker
     os.dup2(_noise, 2)
-    register_heif()
     if memory is not None:
         _memory_asked, _memory_limit = memory, _set_memory_ceiling(memory)
 

@@ -5,8 +5,9 @@ reduced-scale JPEG decode where the result is not promised pixel for pixel,
 EXIF orientation, RGB (transparency composited on white, 16-bit scaled to
 8-bit), resize (centre crop or squash, never through an intermediate larger
 than needed), then scale to [-1, 1]. HEIC/HEIF photos are read through
-pillow-heif once ``register_heif`` has run. A path may be a URI (see ``uris``):
-its file is read whole through pyarrow, then decoded the same way.
+pillow-heif, registered the first time a file is not recognised without it. A path may
+be a URI (see ``uris``): its file is read whole through pyarrow, then decoded the same
+way.
 
 NumPy is imported only where arrays are made, so the decoding worker processes,
 which ship raw bytes, start without it.
@@ -19,6 +20,7 @@ import math
 import os
 import stat
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,11 +63,25 @@ class Preprocessing:
         return (math.ceil(size[0] * scale), math.ceil(size[1] * scale))
 
 
+@cache
 def register_heif() -> None:
     """Let Pillow open HEIC/HEIF files (iPhone photos) through pillow-heif."""
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
+
+
+def _open(path: Path | io.BytesIO) -> Image.Image:
+    """``Image.open``; a file that Pillow does not recognise is tried again with pillow-heif
+    registered (registering it adds about 17 ms to a process's start, which most runs
+    never need)."""
+    try:
+        return Image.open(path)
+    except UnidentifiedImageError:
+        if register_heif.cache_info().currsize:  # pillow-heif was tried already
+            raise
+    register_heif()
+    return Image.open(path)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -132,7 +148,7 @@ def open_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
     text = os.fspath(path)
     path = text if isinstance(text, str) and is_uri(text) else Path(path)
     try:
-        with Image.open(_readable(path)) as image:
+        with _open(_readable(path)) as image:
             if not image.width or not image.height:
                 raise ImageError(f"{path}: the image has no pixels ({image.width}x"
                                  f"{image.height}).")
