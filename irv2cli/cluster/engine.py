@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -41,6 +44,7 @@ RETRIED = {"max_restarts": 4, "max_task_retries": 4}
 # blocks reserve Ray Data's default of one CPU each while they run, so these fractions
 # are what lets every stage run at once on a node of two CPUs.
 DECODER_CPUS, ENGINE_CPUS = 0.25, 0.5
+CONNECT_TIMEOUT = 10.0  # seconds a cluster's address has to answer
 
 
 def import_ray():
@@ -107,11 +111,14 @@ class RayEngine:
         # "local" starts an instance even where `ray start` left one running here
         address = self.address or os.environ.get("RAY_ADDRESS") or "local"
         local = {"include_dashboard": False} if address == "local" else {}
+        if not local:
+            _check_answers(address)
         try:
             # Workers' own output stays in Ray's session logs: what they hit that matters
             # reaches the driver as a record's error, or as the run's failure.
-            ray.init(address=address, _node_ip_address=self.node_ip, log_to_driver=False,
-                     **local)
+            with _own_signal_handlers():
+                ray.init(address=address, _node_ip_address=self.node_ip,
+                         log_to_driver=False, **local)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = "a local Ray instance" if local else f"the Ray cluster at {address}"
             raise ClusterError(f"could not connect to {where}: {exc}",
@@ -151,6 +158,39 @@ class RayEngine:
                 fn_constructor_args=(options.weights, options.backend, options.outputs,
                                      options.top_k),
                 compute=pools(size=actors), num_cpus=ENGINE_CPUS, **RETRIED)
+
+
+def _check_answers(address: str) -> None:
+    """Fail fast where nothing listens at a cluster's ``host:port``: ``ray.init`` would
+    wait for it forever, deaf even to Ctrl-C. (Other forms, ``ray://`` or ``auto``, are
+    left to Ray.)"""
+    host, _, port = address.rpartition(":")
+    if not host or "/" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise ClusterError(f"could not connect to the Ray cluster at {address}: nothing "
+                           f"answers there ({exc.strerror or exc})",
+                           hint=Hint.RAY_ADDRESS) from None
+
+
+@contextlib.contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """The process's SIGTERM and SIGHUP handlers as they were before the block:
+    ``ray.init`` replaces them with its own (a C++ one that prints a stack trace and
+    aborts), so a stopped driver would neither close its output nor say how to resume."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers, and Ray then sets none either
+        return
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in handlers.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(getattr(signal, name), handler)
 
 
 def _node_count(ray) -> int:
