@@ -11,9 +11,11 @@ used by ``pipeline.run``) or has the cluster write a folder of Parquet shards
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -44,6 +46,9 @@ RETRIED = {"max_restarts": 4, "max_task_retries": 4}
 # blocks reserve Ray Data's default of one CPU each while they run, so these fractions
 # are what lets every stage run at once on a node of two CPUs.
 DECODER_CPUS, ENGINE_CPUS = 0.25, 0.5
+# Where Ray Data logs the exception that fails a run, stack trace and all (Ray 2.60)
+RAY_DATA_ERROR_LOGGERS = ("ray.data.exceptions",
+                          "ray.data._internal.execution.streaming_executor_state")
 CONNECT_TIMEOUT = 10.0  # seconds a cluster's address has to answer
 
 
@@ -86,17 +91,19 @@ class RayEngine:
         ``folder`` (see ``results.shards``); with ``options.resume``, only of inputs not
         yet there, and with ``options.overwrite`` after removing the shards there."""
         started = time.perf_counter()
-        earlier = _earlier_shards(folder, options)
-        done = {path_key(record.path) for record in earlier}
-        failed_before = sum(record.error is not None for record in earlier)
         ray = import_ray()
-        with self._connected(ray):
-            selection = InputSelection(options.recursive, tuple(options.globs),
-                                       options.include_hidden)
-            dataset = self._dataset(ray, inputs, selection, done, options)
-            sink = _shard_sink(folder, new_run(), options.outputs)
-            with _cluster_errors():
-                dataset.write_datasink(sink)
+        with folder.held():
+            earlier = _earlier_shards(folder, options)
+            done = {path_key(record.path) for record in earlier}
+            failed_before = sum(record.error is not None for record in earlier)
+            with self._connected(ray):
+                selection = InputSelection(options.recursive, tuple(options.globs),
+                                           options.include_hidden)
+                dataset = self._dataset(ray, inputs, selection, done, options,
+                                        shards=folder.uri)
+                sink = _shard_sink(folder, new_run(), options.outputs)
+                with _cluster_errors():
+                    dataset.write_datasink(sink)
         classified, failed = sink.counts
         return RunSummary(classified, failed, len(done), failed_before,
                           time.perf_counter() - started, folder.uri)
@@ -129,14 +136,15 @@ class RayEngine:
             ray.shutdown()
 
     def _dataset(self, ray, inputs: list[str], selection: InputSelection, done: set[str],
-                 options: RunOptions):
-        """The run as a lazy Ray dataset of record columns."""
+                 options: RunOptions, shards: str | None = None):
+        """The run as a lazy Ray dataset of record columns; never of the shards in the
+        folder ``shards`` (the output), which may be one of the inputs."""
         from .source import PathSource
         from .stages import Decode, Infer, Listing
 
         folder = os.getcwd()
         done_ref = ray.put(frozenset(done))
-        listings = [Listing(path, selection, folder, done_ref) for path in inputs]
+        listings = [Listing(path, selection, folder, done_ref, shards) for path in inputs]
         actors = self.actors or _node_count(ray)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         decoders = options.workers or max(1, cpus - actors)
@@ -148,6 +156,8 @@ class RayEngine:
             listed = ray.data.read_datasource(PathSource(listings),
                                               override_num_blocks=len(listings))
             listed.context.target_max_block_size = BLOCK_BYTES  # and every stage after
+            # a stage's irv2 error reaches the driver as itself, not as Ray Data's text
+            listed.context.raise_original_map_exception = True
             decoded = listed.repartition(target_num_rows_per_block=BLOCK_ROWS).map_batches(
                 Decode, batch_size=DECODE_BATCH, batch_format="numpy",
                 fn_constructor_args=(options.preprocessing, options.decode_limits, 1, folder),
@@ -220,6 +230,10 @@ def _shard_sink(folder: ShardFolder, run: str, outputs: tuple[str, ...]):
 def _cluster_errors() -> Iterator[None]:
     """An irv2 error raised on the cluster (the weights do not fit, say) as itself,
     rather than wrapped in Ray's task errors."""
+    quiet = _QuietIrv2Errors()
+    loggers = [logging.getLogger(name) for name in RAY_DATA_ERROR_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(quiet)
     try:
         yield
     except Irv2Error:
@@ -229,6 +243,18 @@ def _cluster_errors() -> Iterator[None]:
         if cause is None:
             raise
         raise cause from None
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+
+
+class _QuietIrv2Errors(logging.Filter):
+    """Drops what Ray Data logs while it handles an exception that holds an irv2 error
+    (the weights do not fit, say): stack traces above the one-line error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        handled = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return _irv2_cause(handled) is None
 
 
 def _irv2_cause(exc: BaseException | None) -> Irv2Error | None:

@@ -22,8 +22,10 @@ class ShardSink(Datasink):
         self.folder.make()
 
     def write(self, blocks, ctx) -> tuple[int, int]:
-        records = [record for block in blocks for record in
-                   column_records(BlockAccessor.for_block(block).to_batch_format("numpy"))]
+        rows = [BlockAccessor.for_block(block) for block in blocks]
+        # a block without rows (every input already done) may have no columns at all
+        records = [record for block in rows if block.num_rows()
+                   for record in column_records(block.to_batch_format("numpy"))]
         if not records:
             return 0, 0
         self.folder.write(shard_table(records, self.outputs), self.run, ctx.task_idx)

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import Irv2Error
 from ..inputs.decoding import DecodedInOrder, DecodeLimits, DecodePool
 from ..inputs.images import Preprocessing, to_input
 from ..inputs.paths import InputSelection, iter_image_paths, path_key
+from ..inputs.uris import is_uri
 from ..pipeline.batches import Batch
 from ..pipeline.classifier import Classifier
+from ..results.shards import SHARD
 from ..spec import SPEC
 from .rows import Columns, name_bytes, name_text, record_columns, texts, warnings_of, warnings_text
 
@@ -44,6 +47,7 @@ class Listing:
     selection: InputSelection
     folder: str
     done: object  # an ObjectRef to the set of path keys already in the output
+    shards: str | None = None  # the output's folder of shards, never listed
 
     def __call__(self) -> Iterator:
         import pyarrow as pa
@@ -52,9 +56,16 @@ class Listing:
         enter(self.folder)
         done = ray.get(self.done)
         paths = (name_bytes(p) for p in iter_image_paths([self.input], self.selection)
-                 if path_key(p) not in done)
+                 if path_key(p) not in done and not self._is_shard(p))
         while chunk := list(islice(paths, LISTED_PER_BLOCK)):
             yield pa.table({"path": pa.array(chunk, pa.binary())})
+
+    def _is_shard(self, path: str) -> bool:
+        """Whether ``path`` is a shard of the output (a run into its input folder)."""
+        if self.shards is None or not SHARD.fullmatch(os.path.basename(path)):
+            return False
+        where = (lambda p: p.rstrip("/")) if is_uri(path) else os.path.abspath
+        return where(os.path.dirname(path)) == where(self.shards.rstrip("/") or "/")
 
 
 class Decode:
@@ -102,11 +113,20 @@ class Infer:
         from ..engines.base import check_outputs, load_engine
         from ..store.weights import ensure_weights
 
-        engine = load_engine(weights or ensure_weights(), backend)
-        check_outputs(engine.outputs, outputs, weights)
+        self.failure: Irv2Error | None = None
+        try:
+            engine = load_engine(weights or ensure_weights(), backend)
+            check_outputs(engine.outputs, outputs, weights)
+        except Irv2Error as exc:
+            # Raised here, it would kill the actor, and reach the driver as Ray's text
+            # of it; raised by a batch, it reaches the driver as itself.
+            self.failure = exc
+            return
         self.classifier = Classifier(engine, top_k, outputs)
 
     def __call__(self, rows: Columns) -> Columns:
+        if self.failure is not None:
+            raise self.failure
         errors = rows["error"]
         decoded = tuple(i for i, error in enumerate(errors) if not error)
         batch = Batch(tuple(name_text(raw) for raw in rows["path"]),

@@ -11,6 +11,8 @@ prediction shards hold the path, the top-k as a list of structs, and the error, 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import uuid
@@ -113,6 +115,32 @@ class ShardFolder:
             return
         with atomic_file(name) as stream:
             pq.write_table(table, stream)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The folder (made if missing) held by this run for the block: a second run into
+        a local folder is refused at once, where it would have written every image
+        again beside this run's shards. (Object stores have no locks: there, one run at a
+        time is up to the user.)"""
+        try:
+            self.make()
+        except (OSError, pa.ArrowException) as exc:
+            raise OutputError(f"{shown(self.uri)}: cannot make the output folder ({exc})."
+                              ) from None
+        filesystem, folder = self.located
+        if filesystem.type_name != "local":
+            yield
+            return
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OutputError(f"{shown(self.uri)} is being written by another irv2 run: "
+                                  "wait for it to finish", hint=Hint.OTHER_OUTPUT) from None
+            yield
+        finally:
+            os.close(fd)
 
     def make(self) -> None:
         """Create the folder (and its parents) if missing."""
