@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,21 +40,60 @@ def free_port(host: str = HEAD_IP) -> int:
 
 
 @contextlib.contextmanager
-def two_node_cluster(env: dict[str, str]) -> Iterator[str]:
-    """A head on 127.0.0.2 and a second node on 127.0.0.3, two CPUs each, started with
-    ``env`` (what their workers inherit); the head's address. Stopped afterwards."""
+def two_node_cluster(env: dict[str, str], nodes: int = 2) -> Iterator[str]:
+    """A head on 127.0.0.2 and (with ``nodes=2``) a second node on 127.0.0.3, two CPUs
+    each, started with ``env`` (what their workers inherit); the head's address. Its
+    processes, and only they, are stopped afterwards."""
     port = free_port()
     common = ["--num-cpus=2", "--disable-usage-stats"]
-    try:
+    with marked(env) as env:
         subprocess.run([RAY, "start", "--head", f"--node-ip-address={HEAD_IP}",
                         f"--port={port}", "--include-dashboard=false", *common],
                        env=env, check=True, capture_output=True)
-        subprocess.run([RAY, "start", f"--address={HEAD_IP}:{port}",
-                        f"--node-ip-address={WORKER_IP}", *common],
-                       env=env, check=True, capture_output=True)
+        if nodes == 2:
+            subprocess.run([RAY, "start", f"--address={HEAD_IP}:{port}",
+                            f"--node-ip-address={WORKER_IP}", *common],
+                           env=env, check=True, capture_output=True)
         yield f"{HEAD_IP}:{port}"
+
+
+MARK = "IRV2_TEST_MARK"
+
+
+@contextlib.contextmanager
+def marked(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``env`` with a mark of its own that every process started with it passes on to
+    its children (Ray's daemons and workers too); those processes are ended afterwards.
+    (``ray stop`` would end every Ray process of this machine, other people's too.)"""
+    mark = uuid.uuid4().hex
+    try:
+        yield {**env, MARK: mark}
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+        end_marked(mark)
+
+
+def marked_with(mark: str) -> list[int]:
+    """The live processes whose environment holds ``mark``."""
+    needle = f"{MARK}={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def end_marked(mark: str, patience: float = 10.0) -> None:
+    """Ask the processes holding ``mark`` to stop, then kill those still there."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in marked_with(mark):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + patience
+        while marked_with(mark) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 @dataclass(frozen=True)
