@@ -105,9 +105,21 @@ def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Call
                                          decode_timeout=decode_timeout,
                                          pixels=html is not None, **fields)
             sink = output if output is not None else stdout_sink()
-            return execute(inputs, sink, options, engine=engine, decoders=decoders,
-                           console=stderr_console(), doing=doing, done=done, quiet=quiet,
-                           verbose=verbose, report=html)
+            status = execute(inputs, sink, options, engine=engine, decoders=decoders,
+                             console=stderr_console(), doing=doing, done=done, quiet=quiet,
+                             verbose=verbose, report=html)
+            _let_finish_loading(engine)
+            return status
         finally:
             if decoders is not None:
                 decoders.close()
+
+
+def _let_finish_loading(engine) -> None:
+    """Wait for an engine still loading when a run ends without needing it (no inputs, say):
+    a process that exits while ONNX Runtime creates a session on another thread can abort
+    ("terminate called without an active exception"). Its failure is not this run's."""
+    from concurrent.futures import Future, wait
+
+    if isinstance(engine, Future):
+        wait([engine])

@@ -20,7 +20,7 @@ import tempfile
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from itertools import islice
@@ -41,6 +41,7 @@ GiB = 1 << 30
 # takes about 60 ms off every run's exit, at a negligible cost while it runs.
 pebble.CONSTS.sleep_unit = 0.01
 MAX_RLIMIT = 1 << 63  # setrlimit takes no larger number
+START_WAIT = 5.0  # seconds a closing pool gives a worker to finish starting
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,8 @@ class DecodePool:
             pool = ProcessPool(self.workers, initializer=_start_worker,
                                initargs=(self.limits.memory,),
                                context=multiprocessing.get_context("spawn"))
-            for _ in range(self.workers):  # start every worker now, while the engine loads
-                pool.schedule(_ready)
+            # start every worker now, while the engine loads
+            self._started = [pool.schedule(_ready) for _ in range(self.workers)]
         return pool
 
     def submit(self, path: str, preprocessing: Preprocessing) -> Future[Outcome]:
@@ -132,7 +133,11 @@ class DecodePool:
         return self._pool.schedule(function, args, timeout=self.limits.timeout)
 
     def close(self) -> None:
-        """Stop the workers, abandoning whatever they are decoding."""
+        """Stop the workers, abandoning whatever they are decoding. A worker still starting
+        is let finish starting first (for at most ``START_WAIT`` seconds): one stopped
+        while it unpickles its start-up state finds the pool's semaphores gone and prints
+        a traceback on the terminal, which it has not yet handed to its noise file."""
+        wait(self._started, timeout=START_WAIT)
         self._pool.stop()
         self._pool.join()
 
