@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .errors import (
+    CalibrationError,
     DownloadError,
     EngineError,
     ExportError,
@@ -40,6 +41,7 @@ _EXPORTS = {
     "Preprocessing": "inputs.images",
     "DecodeLimits": "inputs.decoding",
     "load_engine": "engines.base",
+    "quantize": "pipeline.quantize",
     "ensure_weights": "store.weights",
     "install_from_file": "store.weights",
     "export_model": "export.formats",
@@ -47,11 +49,11 @@ _EXPORTS = {
     "load_weights": "network.h5weights",
 }
 __all__ = [
-    "FEATURES", "PROBABILITIES", "SPEC", "Classifier", "DecodeLimits", "DownloadError",
-    "EngineError", "ExportError", "Hint", "ImageError", "Irv2Error", "OutputError",
+    "FEATURES", "PROBABILITIES", "SPEC", "CalibrationError", "Classifier", "DecodeLimits",
+    "DownloadError", "EngineError", "ExportError", "Hint", "ImageError", "Irv2Error", "OutputError",
     "Prediction", "Preprocessing", "Record", "RunInterrupted", "RunOptions", "RunProgress",
     "RunSummary", "WeightsError", "__version__", "build_model", "ensure_weights",
-    "export_model", "install_from_file", "load_engine", "load_weights", "run",
+    "export_model", "install_from_file", "load_engine", "load_weights", "quantize", "run",
 ]
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from .network.h5weights import load_weights
     from .network.model import build_model
     from .pipeline.classifier import Classifier
+    from .pipeline.quantize import quantize
     from .pipeline.run import RunInterrupted, RunOptions, RunProgress, RunSummary, run
     from .results.labels import Prediction
     from .results.records import Record

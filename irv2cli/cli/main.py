@@ -14,6 +14,7 @@ from .embed import embed
 from .explain import explain
 from .export import export
 from .predict import predict
+from .quantize import quantize
 from .report import report
 from .signals import exit_status, stop_on_signals
 from .summary import summary
@@ -39,7 +40,8 @@ def cli() -> None:
     """Classify images with Inception-ResNet-V2 (ImageNet, 1000 classes)."""
 
 
-for command in (predict, embed, explain, download_weights, export, bench, summary, report):
+for command in (predict, embed, explain, quantize, download_weights, export, bench, summary,
+                report):
     cli.add_command(command)
 
 
