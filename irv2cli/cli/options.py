@@ -104,7 +104,7 @@ run_options = bundle(
                  show_default=True, envvar="IRV2_PRECISION",
                  help="fp32: the network as trained (exact); int8: the onnx backend on the "
                       "int8 runtime that `irv2 quantize` builds from your own photos, "
-                      "several times faster on CPUs with VNNI or AMX. Env: IRV2_PRECISION."),
+                      "about 3x faster on CPUs with VNNI or AMX. Env: IRV2_PRECISION."),
     weights_option,
     preprocessing_options,
 )

@@ -51,17 +51,22 @@ def quantize(calibration, check, weights):
     click.echo(f"int8 runtime {'built' if done.built else 'already built from these images'}: "
                f"{done.artifact}")
     if done.check_overlap:
-        click.echo(f"{done.check_overlap} images of {check} were left out of the check: they "
-                   "are calibration images too")
+        click.echo(f"left out of the check: {counted(done.check_overlap, 'image')} of {check} "
+                   "that the calibration has too")
     for line in report_lines(done.report):
         click.echo(line)
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def report_lines(report: Int8Report) -> list[str]:
     """How the int8 runtime was calibrated and how it measured against fp32, in words."""
     used = f"int8 runtime calibrated on {report.calibration_images} images"
     if report.calibration_left_out:
-        used += f" ({report.calibration_left_out} files left out: they did not decode)"
+        used += f" ({counted(report.calibration_left_out, 'file')} left out: not decodable)"
     if report.calibration_images < RECOMMENDED_IMAGES:
         used += "; a few hundred are recommended"
     check = report.check

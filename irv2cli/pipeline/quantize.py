@@ -94,20 +94,27 @@ def quantize(calibration: str | os.PathLike, check: str | os.PathLike | None = N
             write_report(report, target)
             return Quantized(target, report, False, overlap)
         pixels = _pixels(calibration_files, decoders, "calibrate on", notify)
-        artifacts.remove_leftovers(target)
-        report_path(target).unlink(missing_ok=True)
-        with artifacts.build_folder(target) as scratch:
-            np.save(scratch / "calibration.npy", pixels)
-            used = len(pixels)
-            del pixels
-            built = onnx_runtime._run_build_child(weights, scratch, notify,
-                                                  scratch / "calibration.npy")
-            check = None if fp32 is None else _agreement(onnx_runtime.OnnxEngine(built), fp32,
-                                                         to_check)
-            report = Int8Report(key, used, len(calibration_files) - used, check)
-            write_report(report, target)  # before the artifact: see store.int8
-            artifacts.install(built, target, scratch)
-        return Quantized(target, report, True, overlap)
+        report = Int8Report(key, len(pixels), len(calibration_files) - len(pixels))
+        return Quantized(target, _build(weights, target, report, pixels, fp32, to_check,
+                                        notify), True, overlap)
+
+
+def _build(weights: Path, target: Path, report: Int8Report, pixels: np.ndarray,
+           fp32: Engine | None, to_check: np.ndarray | None, notify: Notify) -> Int8Report:
+    """Under ``target``'s lock: build the int8 artifact for ``weights`` calibrated on
+    ``pixels`` in place of whatever is at ``target``, with ``report`` and, if ``fp32`` is
+    given, the check on ``to_check``; the report as placed."""
+    artifacts.remove_leftovers(target)
+    report_path(target).unlink(missing_ok=True)
+    with artifacts.build_folder(target) as scratch:
+        np.save(scratch / "calibration.npy", pixels)
+        built = onnx_runtime._run_build_child(weights, scratch, notify,
+                                              scratch / "calibration.npy")
+        report = replace(report, check=_agreement(onnx_runtime.OnnxEngine(built), fp32,
+                                                  to_check))
+        write_report(report, target)  # before the artifact: see store.int8
+        artifacts.install(built, target, scratch)
+    return report
 
 
 def agreement(fp32: np.ndarray, int8: np.ndarray) -> Agreement:
