@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from support import predict
 
 from irv2cli.cli.main import cli
+from irv2cli.engines.base import load_engine
 from irv2cli.engines.int8 import SLOW_CPU, load_int8_engine
 from irv2cli.engines.onnx_runtime import load_onnx_engine
 from irv2cli.errors import CalibrationError
@@ -138,6 +139,13 @@ def test_int8_without_an_artifact_fails_with_how_to_build_one(top_weights, sampl
     assert message.endswith("run `irv2 quantize --calibrate DIR` on a folder of a few hundred "
                             "of your own photos to build it.")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_load_engine_refuses_int8_on_keras_and_unknown_precisions(tmp_path):
+    with pytest.raises(ValueError, match="fp32 only"):
+        load_engine(tmp_path / "w.h5", "keras", precision="int8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_engine(tmp_path / "w.h5", "onnx", precision="int4")
 
 
 def test_the_keras_backend_refuses_int8(tmp_path):
