@@ -167,9 +167,16 @@ def truncate(path: Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
 
 
+def replace_with_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+    (path / "inside.txt").write_text("not an artifact")
+
+
 DAMAGE = {
-    "overwritten": (lambda t: overwrite_middle(t), "does not match its checksum: it is damaged"),
-    "truncated": (lambda t: truncate(t), "does not match its checksum: it is damaged"),
+    "overwritten": (overwrite_middle, "does not match its checksum: it is damaged"),
+    "truncated": (truncate, "does not match its checksum: it is damaged"),
+    "a folder": (replace_with_folder, "is not a regular file"),
     "no checksum": (lambda t: checksum_path(t).unlink(), "has no checksum"),
     "report garbled": (lambda t: report_path(t).write_text("{not json"), "no readable report"),
     "report missing": (lambda t: report_path(t).unlink(), "no readable report"),
