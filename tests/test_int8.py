@@ -316,3 +316,11 @@ def test_predict_int8_on_a_cpu_without_vnni_says_so_once(int8_ready, top_weights
     assert result.exit_code == 0
     assert result.stderr.count(SLOW_CPU) == 1
     assert len(result.stdout.splitlines()) == len(list(photos.iterdir()))
+
+
+def test_quantize_on_a_cpu_without_vnni_says_so(int8_ready, top_weights, calibration_images,
+                                                tmp_path, monkeypatch):
+    monkeypatch.setenv(CPUINFO_VARIABLE, str(cpuinfo(tmp_path, "fpu sse2 avx2 fma")))
+    notes = []
+    assert not quantize(calibration_images, weights=top_weights, notify=notes.append).built
+    assert notes == [SLOW_CPU]

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..engines import onnx_runtime
 from ..engines.base import Engine
-from ..engines.int8 import Int8Engine, open_int8_engine
+from ..engines.int8 import SLOW_CPU, Int8Engine, open_int8_engine
 from ..errors import CalibrationError, EngineError
 from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
 from ..inputs.images import Preprocessing, to_input
@@ -37,6 +37,7 @@ from ..store.int8 import (
     calibration_key,
     content_key,
     int8_artifact_path,
+    int8_unlikely_faster,
     report_path,
     write_report,
 )
@@ -67,9 +68,13 @@ def quantize(calibration: str | os.PathLike, check: str | os.PathLike | None = N
     """Build the int8 artifact for ``weights`` (default: the official file, fetched if
     missing) calibrated on the images in the folder ``calibration``, unless it is already
     built from the same images; with ``check``, a folder of other images, measure it
-    against fp32 there. ``CalibrationError`` if a folder holds no image that decodes."""
+    against fp32 there. ``CalibrationError`` if a folder holds no image that decodes.
+    ``notify`` hears what is done, and if this CPU lacks the instructions that make int8
+    fast."""
     calibration_files = _files(calibration)
     check_files = None if check is None else _files(check)
+    if int8_unlikely_faster():
+        notify(SLOW_CPU)
     if weights is None:
         from ..store.weights import ensure_weights
 
