@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .errors import (
     CalibrationError,
+    ClusterError,
     DownloadError,
     EngineError,
     ExportError,
@@ -36,6 +37,7 @@ _EXPORTS = {
     "RunProgress": "pipeline.run",
     "RunInterrupted": "pipeline.run",
     "Classifier": "pipeline.classifier",
+    "RayEngine": "cluster.engine",
     "Record": "results.records",
     "Prediction": "results.labels",
     "Preprocessing": "inputs.images",
@@ -49,14 +51,16 @@ _EXPORTS = {
     "load_weights": "network.h5weights",
 }
 __all__ = [
-    "FEATURES", "PROBABILITIES", "SPEC", "CalibrationError", "Classifier", "DecodeLimits",
-    "DownloadError", "EngineError", "ExportError", "Hint", "ImageError", "Irv2Error", "OutputError",
-    "Prediction", "Preprocessing", "Record", "RunInterrupted", "RunOptions", "RunProgress",
-    "RunSummary", "WeightsError", "__version__", "build_model", "ensure_weights",
-    "export_model", "install_from_file", "load_engine", "load_weights", "quantize", "run",
+    "FEATURES", "PROBABILITIES", "SPEC", "CalibrationError", "Classifier", "ClusterError",
+    "DecodeLimits", "DownloadError", "EngineError", "ExportError", "Hint", "ImageError",
+    "Irv2Error", "OutputError", "Prediction", "Preprocessing", "RayEngine", "Record",
+    "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "WeightsError",
+    "__version__", "build_model", "ensure_weights", "export_model", "install_from_file",
+    "load_engine", "load_weights", "quantize", "run",
 ]
 
 if TYPE_CHECKING:
+    from .cluster.engine import RayEngine
     from .engines.base import load_engine
     from .export.formats import export_model
     from .inputs.decoding import DecodeLimits

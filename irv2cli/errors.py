@@ -23,6 +23,9 @@ class Hint(Enum):
     REFETCH_WEIGHTS = "fetch a fresh copy (ensure_weights(force=True))"
     FEATURES_ONLY = ("classify with the full weights, or ask these for their features "
                      "(outputs=(FEATURES,))")
+    INSTALL_RAY = "install it with: pip install 'irv2cli[ray]'"
+    RAY_ADDRESS = ("check the address (RayEngine(address=...), or RAY_ADDRESS) and that the "
+                   "cluster is up (`ray status` on its head node)")
     MIRROR = ("if this machine cannot reach that server, set IRV2_MIRROR to a base URL that "
               "serves the same file name, or install a copy obtained elsewhere "
               "(install_from_file)")
@@ -72,3 +75,7 @@ class CalibrationError(Irv2Error):
 
 class EngineError(Irv2Error):
     """An engine failed: it returned no usable scores, or its runtime could not be built."""
+
+
+class ClusterError(Irv2Error):
+    """Ray is missing, the cluster cannot be reached, or it failed the run."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import shutil
 import threading
@@ -145,6 +146,29 @@ def mixed_folder(tmp_path) -> Path:
         shutil.copy(SAMPLES / name, folder / name)
     (folder / "notes.jpg").write_text("not an image")
     return folder
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[int]:
+    """A real S3-compatible server (moto's) on 127.0.0.1, started once a session: its port."""
+    from s3_server import start_server
+
+    server = start_server()
+    yield server.get_host_and_port()[1]
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server with a fresh bucket of this test's own, and fake credentials in the
+    environment, as a real client finds them: an ``s3_server.S3Server``."""
+    from s3_server import S3Server, fake_credentials
+
+    fake_credentials(monkeypatch)
+    return S3Server(s3_server).in_bucket(f"test-{next(_buckets):04d}")
+
+
+_buckets = itertools.count()
 
 
 @dataclass(frozen=True)

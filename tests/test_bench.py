@@ -14,6 +14,7 @@ from irv2cli.bench.harness import (
     DEFAULT_PREPROCESSING,
     IRV2_INT8,
     IRV2_KERAS,
+    IRV2_ON_RAY,
     IRV2_ONNX,
     KERAS_LOOP,
     ColdStart,
@@ -31,6 +32,13 @@ def test_plan_lists_every_measurement_in_table_order_int8_beside_fp32():
                                  (IRV2_KERAS, 8), (KERAS_LOOP, 1),
                                  *((p, 8) for p in DEFAULT_PREPROCESSING)]
     assert [p.images for p in DEFAULT_PREPROCESSING] == ["small", "photos"]
+    assert plan([1, 8], [1], ray=True)[-1] == (IRV2_ON_RAY, 8)
+
+
+def test_the_ray_pipeline_runs_predict_on_the_ray_engine():
+    command = IRV2_ON_RAY.command(FOLDER, WEIGHTS, 8, OUTPUT)
+    assert command[command.index("--engine") + 1] == "ray"
+    assert IRV2_ONNX.command(FOLDER, WEIGHTS, 8, OUTPUT)[-2:] == ["--engine", "local"]
 
 
 def test_irv2_pipelines_run_predict_on_their_backend():

@@ -18,7 +18,7 @@ from irv2cli.engines.onnx_runtime import OnnxEngine, load_onnx_engine
 from irv2cli.inputs.images import load_input
 from irv2cli.spec import PROBABILITIES
 from irv2cli.store import artifacts
-from irv2cli.store.artifacts import artifact_path, checksum_path
+from irv2cli.store.artifacts import artifact_path, checksum_path, data_path
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +95,7 @@ def test_damaged_artifact_is_rebuilt(runtime_ready, top_weights, images, onnx_ar
     rebuilt, built = engine(images[:1]), OnnxEngine(onnx_artifact)(images[:1])
     assert rebuilt.keys() == built.keys()
     assert all(np.allclose(rebuilt[name], built[name], atol=1e-6) for name in built)
-    assert installed.stat().st_size > 200_000_000  # rebuilt whole
+    assert data_path(installed).stat().st_size > 200_000_000  # rebuilt whole
 
 
 @pytest.mark.slow
@@ -103,9 +103,9 @@ def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch,
     builds = []
     real_build = runtime._run_build_child
 
-    def counting_build(weights, scratch, notify):
-        builds.append(scratch)
-        return real_build(weights, scratch, notify)
+    def counting_build(weights, built, notify):
+        builds.append(built)
+        return real_build(weights, built, notify)
 
     monkeypatch.setattr(runtime, "_run_build_child", counting_build)
     engines = [None, None]
@@ -123,7 +123,7 @@ def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch,
                        engines[1](images[:1])[PROBABILITIES])
     target = artifact_path(top_weights)
     assert sorted(p.name for p in target.parent.iterdir() if not p.name.endswith(".lock")) == [
-        target.name, checksum_path(target).name]
+        target.name, data_path(target).name, checksum_path(target).name]
 
 
 @pytest.mark.slow

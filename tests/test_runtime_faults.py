@@ -30,7 +30,7 @@ from irv2cli.engines.onnx_runtime import load_onnx_engine
 from irv2cli.errors import Hint, WeightsError
 from irv2cli.network.h5weights import expected_layout, read_legacy_layout, weights_include_top
 from irv2cli.spec import PROBABILITIES, SPEC
-from irv2cli.store.artifacts import artifact_path, checksum_path, file_checksum
+from irv2cli.store.artifacts import artifact_path, checksum_path, checksums, data_path
 from irv2cli.store.weights import cached_weights_path
 
 
@@ -45,9 +45,10 @@ def builds(monkeypatch, good_artifact) -> list[Path]:
     """The weights of every build started; a build copies ``good_artifact``."""
     started = []
 
-    def copy_of_the_good_build(weights: Path, scratch: Path, notify) -> Path:
+    def copy_of_the_good_build(weights: Path, built: Path, notify) -> Path:
         started.append(weights)
-        return Path(shutil.copy(good_artifact, scratch / "optimized.onnx"))
+        shutil.copy(data_path(good_artifact), data_path(built))
+        return Path(shutil.copy(good_artifact, built))
 
     monkeypatch.setattr(runtime, "_run_build_child", copy_of_the_good_build)
     return started
@@ -86,13 +87,23 @@ def lose_checksum(path: Path) -> None:
     checksum_path(path).unlink()
 
 
+def in_the_weights(damage: Callable[[Path], None]) -> Callable[[Path], None]:
+    """``damage`` done to the artifact's data file (its weights) instead of its graph."""
+    return lambda path: damage(data_path(path))
+
+
 DAMAGES = {
     "64 bytes of 0xFF, same size": overwrite_middle(b"\xff" * 64),
-    "1 KB of constant floats": overwrite_middle(np.full(256, 0.5, np.float32).tobytes()),
     "truncated": truncate,
     "a folder": replace_with_folder,
     "a FIFO": replace_with_fifo,
     "no checksum (a build cut short)": lose_checksum,
+    "weights: 64 bytes of 0xFF, same size": in_the_weights(overwrite_middle(b"\xff" * 64)),
+    "weights: 1 KB of constant floats": in_the_weights(
+        overwrite_middle(np.full(256, 0.5, np.float32).tobytes())),
+    "weights: truncated": in_the_weights(truncate),
+    "weights: missing": in_the_weights(Path.unlink),
+    "weights: a folder": in_the_weights(replace_with_folder),
 }
 
 
@@ -104,7 +115,7 @@ def test_a_damaged_artifact_is_rebuilt_before_any_answer(target, top_weights, bu
     engine = load_onnx_engine(top_weights, messages.append)
     assert builds == [top_weights]
     assert any(str(target) in m and "rebuilding it" in m for m in messages), messages
-    assert file_checksum(target) == file_checksum(good_artifact)
+    assert checksums(target) == checksums(good_artifact)
     outputs = engine(np.zeros((1, 299, 299, 3), np.float32))
     assert all(np.isfinite(values).all() for values in outputs.values())
 
@@ -113,7 +124,7 @@ def test_a_sound_artifact_is_loaded_without_a_word_or_a_build(target, top_weight
     messages = []
     load_onnx_engine(top_weights, messages.append)
     assert (builds, messages) == ([], [])
-    assert checksum_path(target).read_text().split() == ["xxh3_128", file_checksum(target)]
+    assert checksum_path(target).read_text().split() == checksums(target)
 
 
 def test_predict_rebuilds_an_artifact_replaced_by_a_folder(target, top_weights, builds,
@@ -143,7 +154,7 @@ def test_a_build_cut_short_before_its_checksum_is_never_trusted(cache, top_weigh
         load_onnx_engine(top_weights)
     monkeypatch.setattr(os, "replace", real_replace)
     target = artifact_path(top_weights)
-    assert renames == [target] and not checksum_path(target).exists()
+    assert renames == [data_path(target), target] and not checksum_path(target).exists()
     messages = []
     load_onnx_engine(top_weights, messages.append)
     assert len(builds) == 2
@@ -178,7 +189,8 @@ def test_a_build_removes_every_leftover_of_earlier_builds(cache, top_weights, bu
     leftover = scratch_folder(target)
     load_onnx_engine(top_weights)
     assert sorted(p.name for p in target.parent.iterdir()) == sorted(
-        [target.name, checksum_path(target).name, f"{target.name}.lock"])
+        [target.name, data_path(target).name, checksum_path(target).name,
+         f"{target.name}.lock"])
     assert not leftover.exists()
 
 

@@ -44,16 +44,17 @@ def python_call(module: str, function: str, *arguments: str | int | Path) -> lis
 
 @dataclass(frozen=True)
 class Pipeline:
-    """One way of classifying a folder: ``irv2 predict`` on ``backend`` in ``precision``,
-    or the plain Keras loop (``backend`` None, the baseline); with Keras's preprocessing
-    (squash, nearest: in fp32 its top-5 must equal Keras's) or irv2's defaults; on small
-    images or 12 MP photos."""
+    """One way of classifying a folder: ``irv2 predict`` on ``backend`` and ``engine`` in
+    ``precision``, or the plain Keras loop (``backend`` None, the baseline); with Keras's
+    preprocessing (squash, nearest: in fp32 its top-5 must equal Keras's) or irv2's
+    defaults; on small images or 12 MP photos."""
 
     name: str
     backend: str | None
     keras_preprocessing: bool = True
     images: Images = "small"
     precision: str = "fp32"
+    engine: str = "local"
 
     @property
     def is_baseline(self) -> bool:
@@ -74,7 +75,8 @@ class Pipeline:
                 str(weights), "--output", str(output), "--overwrite", "--quiet",
                 "--batch-size", str(batch_size),
                 *(KERAS_PREPROCESSING if self.keras_preprocessing else ()),
-                "--backend", self.backend, "--precision", self.precision]
+                "--backend", self.backend, "--precision", self.precision,
+                "--engine", self.engine]
 
 
 IRV2_ONNX = Pipeline("irv2 onnx", "onnx")
@@ -89,15 +91,21 @@ DEFAULT_PREPROCESSING = (
 )
 
 
-def plan(batch_sizes: list[int], keras_batch_sizes: list[int]) -> list[tuple[Pipeline, int]]:
+# --engine ray on a Ray instance each run starts on this machine (its start counts).
+IRV2_ON_RAY = Pipeline("irv2 onnx, --engine ray", "onnx", engine="ray")
+
+
+def plan(batch_sizes: list[int], keras_batch_sizes: list[int], ray: bool = False
+         ) -> list[tuple[Pipeline, int]]:
     """Every folder measurement, in the order of the table: irv2 onnx in fp32 then int8 at
     each batch size, irv2 keras and irv2's own preprocessing at the largest, the Keras
-    loop at its own."""
+    loop at its own, and with ``ray`` irv2 onnx on Ray at the largest."""
     batch = max(batch_sizes)
     return ([(p, b) for b in batch_sizes for p in (IRV2_ONNX, IRV2_INT8)]
             + [(IRV2_KERAS, batch)]
             + [(KERAS_LOOP, b) for b in keras_batch_sizes]
-            + [(pipeline, batch) for pipeline in DEFAULT_PREPROCESSING])
+            + [(pipeline, batch) for pipeline in DEFAULT_PREPROCESSING]
+            + ([(IRV2_ON_RAY, batch)] if ray else []))
 
 
 @dataclass(frozen=True)
@@ -243,7 +251,8 @@ def cold_starts(weights: Path, image: Path, calibration: Path, env: dict[str, st
 
 def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
                   batch_sizes: list[int], keras_batch_sizes: list[int], cold_runs: int,
-                  rounds: int, progress=print) -> tuple[list[ColdStart], list[Summary]]:
+                  rounds: int, progress=print, ray: bool = False
+                  ) -> tuple[list[ColdStart], list[Summary]]:
     """Every measurement, in the order of the tables. This process never imports
     TensorFlow, so its own memory does not leak into the children's peak RSS."""
     with tempfile.TemporaryDirectory(prefix="irv2-bench-") as tmp:
@@ -269,7 +278,7 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
         folders = {kind: (make_folder(scratch / f"{kind}-small", small, files),
                           make_folder(scratch / f"{kind}-large", large, files))
                    for kind, files in (("small", sources), ("photos", photos))}
-        steps = plan(batch_sizes, keras_batch_sizes)
+        steps = plan(batch_sizes, keras_batch_sizes, ray)
         measured: dict[tuple[Pipeline, int], list[Measurement]] = {step: [] for step in steps}
         for round_ in range(1, rounds + 1):
             for pipeline, batch_size in steps:

@@ -15,6 +15,9 @@ FLAG_ADVICE = {
     Hint.REFETCH_WEIGHTS: "run `irv2 download-weights --force` to fetch a fresh copy",
     Hint.FEATURES_ONLY: ("classify with the full weights (the default), or run `irv2 embed` "
                          "for their features"),
+    Hint.INSTALL_RAY: "install it with `pip install 'irv2cli[ray]'`",
+    Hint.RAY_ADDRESS: ("check --ray-address (or RAY_ADDRESS) and that the cluster is up "
+                       "(`ray status` on its head node)"),
     Hint.MIRROR: ("if this machine cannot reach that server, set IRV2_MIRROR (or pass "
                   "`irv2 download-weights --mirror URL`) to a base URL that serves the same "
                   "file name, or fetch the file elsewhere and run "

@@ -41,7 +41,11 @@ def int_list(ctx, param, value: str) -> list[int]:
               help="Cold starts of each one-image command (the median is shown).")
 @click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
               help="Rounds over every folder measurement (the median is shown).")
-def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds):
+@click.option("--ray", is_flag=True,
+              help="Also measure --engine ray, on a Ray instance each run starts here "
+                   "(needs the ray extra).")
+def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds,
+          ray):
     """Measure folder classification against a plain Keras loop on this machine.
 
     Prints the cold start of `irv2 predict IMAGE` (fp32 and int8) against the plain Keras
@@ -60,7 +64,7 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
     console = stderr_console()
     starts, results = run_benchmark(
         images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds,
-        progress=lambda message: console.print(message, style="dim"))
+        progress=lambda message: console.print(message, style="dim"), ray=ray)
     Console().print(cold_start_table(starts))
     Console().print(benchmark_table(results))
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..spec import FEATURE_FORMATS, FEATURES
+from .on_ray import output_target
 from .options import run_options
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Write features to this .parquet, .npy or .jsonl file as the run goes.")
+              help="Write features to this .parquet, .npy or .jsonl file as the run goes "
+                   "(with --engine ray, or to a folder of Parquet shards: DIR/ or a URI).")
 @click.option("--format", "fmt", type=click.Choice(FEATURE_FORMATS),
               help="Output format. Default: from --output's extension.")
 @run_options
@@ -26,6 +25,7 @@ def embed(inputs, output, fmt, **flags):
     the top. Inputs, folders, preprocessing, error records and --resume work as in
     predict. Exit status: 0 all embedded, 1 some input failed, 2 usage error.
     """
+    output = output_target(output, flags["engine"], fmt, formats=("parquet",))
     from .launch import launch
 
     status = launch(inputs, output, None, doing="embedding", done="embedded",

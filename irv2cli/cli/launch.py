@@ -48,9 +48,10 @@ def start_decoders(inputs: tuple[str, ...], workers: int | None, memory: int, ti
     if resume:
         return None
     from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
+    from ..inputs.uris import is_uri
 
     count = workers or default_workers()
-    if not any(os.path.isdir(path) for path in inputs):
+    if not any(is_uri(path) or os.path.isdir(path) for path in inputs):  # a URI may be a folder
         count = min(count, len(inputs))
     return DecodePool(count, DecodeLimits(memory, timeout))
 
@@ -71,18 +72,30 @@ def open_html_report(report: Path | None, inputs: tuple[str, ...], output: Path 
         yield html
 
 
-def launch(inputs: tuple[str, ...], output: Path | None, stdout_sink: Callable | None, *,
-           doing: str, done: str, quiet: bool, verbose: bool, resume: bool, weights: Path | None,
-           backend: str, precision: str, workers: int | None, decode_memory: int,
-           decode_timeout: float, report: Path | None = None, **fields) -> int:
+def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Callable | None,
+           *, doing: str, done: str, quiet: bool, verbose: bool, resume: bool,
+           weights: Path | None, backend: str, precision: str, workers: int | None,
+           decode_memory: int, decode_timeout: float, engine: str = "local",
+           ray_address: str | None = None, actors: int | None = None,
+           ray_node_ip: str | None = None, report: Path | None = None, **fields) -> int:
     """Run a command over ``inputs`` into ``output`` (else ``stdout_sink()``), and an HTML
     ``report`` if asked: start the engine and the workers, then import the rest and run;
     return the exit status. ``doing``/``done`` name the work on the bar and in the
-    summary ("classified"). ``fields`` are the other flags of ``options.run_options`` and
-    ``RunOptions`` fields."""
+    summary ("classified"). ``engine="ray"`` runs on a Ray cluster instead (see
+    ``on_ray``; ``output`` may then be a folder of shards). ``fields`` are the other
+    flags of ``options.run_options`` and ``RunOptions`` fields."""
     if precision == "int8" and backend == "keras":
         raise click.UsageError("--precision int8 runs on the onnx backend; the keras "
                                "backend computes in fp32 only.")
+    if engine == "ray":
+        from .on_ray import launch_on_ray
+
+        return launch_on_ray(inputs, output, stdout_sink, doing=doing, done=done,
+                             quiet=quiet, verbose=verbose, ray_address=ray_address,
+                             actors=actors, ray_node_ip=ray_node_ip, resume=resume,
+                             weights=weights, backend=backend, precision=precision,
+                             workers=workers, decode_memory=decode_memory,
+                             decode_timeout=decode_timeout, **fields)
     with open_html_report(report, inputs, output,
                           # a resumed run replaces the report of the run it finishes
                           overwrite=fields.get("overwrite", False) or resume) as html:

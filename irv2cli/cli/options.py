@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from ..spec import BACKENDS, DEFAULT_MAX_PIXELS, INTERPOLATIONS, PRECISIONS, RESIZE_MODES, SPEC
+from ..spec import (
+    BACKENDS,
+    DEFAULT_MAX_PIXELS,
+    ENGINES,
+    INTERPOLATIONS,
+    PRECISIONS,
+    RESIZE_MODES,
+    SPEC,
+)
 
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -77,6 +85,25 @@ def decode_options(what: str, refused: str):
     )
 
 
+engine_options = bundle(
+    click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                 envvar="IRV2_ENGINE",
+                 help="local: this machine; ray: a Ray cluster with Ray Data (pip install "
+                      "'irv2cli[ray]'), which can also write a folder of Parquet shards "
+                      "(--output DIR/ or a URI). Env: IRV2_ENGINE."),
+    click.option("--ray-address", metavar="ADDR", envvar="RAY_ADDRESS",
+                 help="With --engine ray: the cluster to join (HOST:PORT of its head). "
+                      "Default: start a Ray instance on this machine. Env: RAY_ADDRESS."),
+    click.option("--actors", type=click.IntRange(1, 4096),
+                 help="With --engine ray: processes running the network. Default: one per "
+                      "node."),
+    click.option("--ray-node-ip", metavar="ADDR", envvar="IRV2_RAY_NODE_IP",
+                 help="With --engine ray: this machine's address as the cluster sees it (as "
+                      "`ray start --node-ip-address`). Default: Ray's guess. "
+                      "Env: IRV2_RAY_NODE_IP."),
+)
+"""--engine and where a Ray run goes, for every command that runs over inputs."""
+
 run_options = bundle(
     click.option("--resume", is_flag=True,
                  help="Continue an interrupted run: process only inputs not yet in --output."),
@@ -107,5 +134,6 @@ run_options = bundle(
                       "about 3x faster on CPUs with VNNI or AMX. Env: IRV2_PRECISION."),
     weights_option,
     preprocessing_options,
+    engine_options,
 )
 """Everything a run over inputs takes, shared by ``predict`` and ``embed``."""

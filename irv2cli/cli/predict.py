@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..spec import RESULT_FORMATS, SPEC
+from .on_ray import output_target
 from .options import run_options
 
 FORMATS = ("table", *RESULT_FORMATS)
@@ -19,8 +20,9 @@ FORMATS = ("table", *RESULT_FORMATS)
               show_default=True, help="How many classes to report per image.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format. Default: table on stdout, or from --output's extension.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write results to this .csv/.jsonl/.json file as the run goes.")
+@click.option("-o", "--output",
+              help="Write results to this .csv/.jsonl/.json file as the run goes (with "
+                   "--engine ray, or to a folder of Parquet shards: DIR/ or a URI).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an HTML report (thumbnails, top-k, failures, summary) to "
                    "this file.")
@@ -32,13 +34,18 @@ def predict(inputs, top_k, fmt, output, report, resume, overwrite, **flags):
     in sorted order; a file that cannot be classified gets an error record and the run
     goes on. Exit status: 0 all classified, 1 some input failed, 2 usage error.
     """
+    output = output_target(output, flags["engine"], fmt)
     if output is None and resume:
         raise click.UsageError("--resume needs --output.")
+    if report is not None and flags["engine"] == "ray":
+        raise click.UsageError("--report needs --engine local: its thumbnails come from "
+                               "this machine's decoders. Make one afterwards with "
+                               "`irv2 report RESULTS`.")
     if output is None and report is None and overwrite:
         raise click.UsageError("--overwrite needs --output or --report.")
     if output is not None and fmt == "table":
         raise click.UsageError("--output writes csv, jsonl or json; the table is for stdout.")
-    if output is not None and report is not None and same_file(output, report):
+    if isinstance(output, Path) and report is not None and same_file(output, report):
         raise click.UsageError("--report and --output name the same file; give each its own.")
     from .launch import launch
 

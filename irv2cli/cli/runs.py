@@ -75,12 +75,14 @@ class RunDisplay:
 
 def execute(inputs: Iterable[str | os.PathLike], sink: Output | Path, options: RunOptions, *,
             engine: EngineSource, console: Console, doing: str, done: str, quiet: bool,
-            verbose: bool, report: HtmlReport | None = None, **run_arguments) -> int:
-    """Run, drawing progress on ``console`` and each record into ``report`` if given
-    (finished with the summary, also when interrupted); say what was done, how to finish
-    an interrupted run, and return the exit status: 0 all done, 1 some input failed (now
-    or in the resumed file), 128 + signal when interrupted."""
-    bar = console.is_terminal and not quiet
+            verbose: bool, report: HtmlReport | None = None, bar: bool = True,
+            **run_arguments) -> int:
+    """Run, drawing progress on ``console`` (unless not ``bar``: the engine draws its own)
+    and each record into ``report`` if given (finished with the summary, also when
+    interrupted); say what was done, how to finish an interrupted run, and return the
+    exit status: 0 all done, 1 some input failed (now or in the resumed file), 128 +
+    signal when interrupted."""
+    bar = bar and console.is_terminal and not quiet
     display = RunDisplay(console, doing=doing, bar=bar, verbose=verbose)
     on_record = display.record if report is None else _both(display.record, report.write)
     try:

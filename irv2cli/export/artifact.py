@@ -21,14 +21,14 @@ from pathlib import Path
 
 from ..errors import WeightsError
 from ..network.h5weights import weights_include_top
-from ..store.artifacts import started_marker
+from ..store.artifacts import data_path, started_marker
 
 
 def build_artifact(weights: Path, out: Path, calibration: Path | None = None) -> Path:
     """Export ``weights`` to ONNX with the outputs ``probabilities`` and ``features`` (only
     ``features`` for notop weights), quantize it to int8 on the images of ``calibration``
-    if given, and write ONNX Runtime's optimisation of it for this machine to ``out``.
-    Scratch files go beside ``out`` and are removed."""
+    if given, and write ONNX Runtime's optimisation of it for this machine to ``out`` (see
+    ``optimise_for_this_machine``). Scratch files go beside ``out`` and are removed."""
     from ..network.heads import load_named_outputs
     from .onnx_graph import export_onnx
 
@@ -40,19 +40,23 @@ def build_artifact(weights: Path, out: Path, calibration: Path | None = None) ->
             from .int8 import quantize_plain
 
             graph = quantize_plain(graph, calibration, Path(scratch) / "int8.onnx")
-        _optimise(graph, out)
-    return out
+        return optimise_for_this_machine(graph, out)
 
 
-def _optimise(graph: Path, out: Path) -> None:
-    """Write ONNX Runtime's optimisation of ``graph`` for this machine to ``out``."""
+def optimise_for_this_machine(graph: Path, out: Path) -> Path:
+    """Write ONNX Runtime's optimisation of the ONNX file ``graph`` for this machine to
+    ``out``, its weights to ``artifacts.data_path(out)``, which the graph names: a session
+    maps that file into memory instead of parsing and copying the weights."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.optimized_model_filepath = str(out)
+    options.add_session_config_entry(  # a file name, beside out
+        "session.optimized_model_external_initializers_file_name", data_path(out).name)
     options.log_severity_level = 3  # its note that the result suits this machine only
     ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return out
 
 
 def build_child_main() -> None:

@@ -30,7 +30,8 @@ import pebble
 from pebble import ProcessExpired, ProcessPool
 
 from ..errors import ImageError
-from .images import Preprocessing, prepare, register_heif
+from .images import Preprocessing, prepare
+from .uris import filesystem, is_uri
 
 if TYPE_CHECKING:
     import numpy as np
@@ -259,12 +260,14 @@ def _expiry_reason(exitcode: int | None) -> str:
 # --- inside a worker process ----------------------------------------------------------
 
 _memory_limit: int | None = None
+_memory_asked: int | None = None  # --decode-memory, for setting the ceiling again
+_uris_opened = False  # whether pyarrow is loaded here, to read files named by URI
 _noise: int = -1  # a file that stands in for the worker's stderr
 
 
 def _start_worker(memory: int | None) -> None:
-    """Set the worker up: signals, parent-death, stderr capture, HEIF, memory ceiling."""
-    global _memory_limit, _noise
+    """Set the worker up: signals, parent-death, stderr capture, memory ceiling."""
+    global _memory_limit, _memory_asked, _noise
     for interrupt in _INTERRUPTS:  # Ctrl-C and a closed terminal are the parent's to handle
         signal.signal(interrupt, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):  # blocked since the worker started
@@ -273,9 +276,8 @@ def _start_worker(memory: int | None) -> None:
     _noise, name = tempfile.mkstemp(prefix="irv2-decoder-")
     os.unlink(name)  # gone from the folder at once; the kernel frees it with the worker
     os.dup2(_noise, 2)
-    register_heif()
     if memory is not None:
-        _memory_limit = _set_memory_ceiling(memory)
+        _memory_asked, _memory_limit = memory, _set_memory_ceiling(memory)
 
 
 def _die_with_parent() -> None:
@@ -307,6 +309,27 @@ def _set_memory_ceiling(memory: int) -> int | None:
     return max(ceiling - current, 0)
 
 
+def _open_uris(uri: str) -> None:
+    """Load pyarrow and open ``uri``'s filesystem above the memory ceiling, then set the
+    ceiling again over the larger footprint: pyarrow, NumPy and the cloud SDKs reserve
+    hundreds of MB of address space as they load, which is the worker's cost, not the
+    file's (under a small ceiling they would fail to load at all). Nothing of the file is
+    read meanwhile; a filesystem that cannot be opened says so when the file is read."""
+    global _uris_opened, _memory_limit
+    _uris_opened = True
+    if _memory_asked is None or not sys.platform.startswith("linux"):
+        return
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    try:
+        with contextlib.suppress(Exception):
+            filesystem(uri)
+    finally:
+        _memory_limit = _set_memory_ceiling(_memory_asked)
+
+
 def _ready() -> None:
     """A no-op task, scheduled only to make the pool start its workers at once."""
 
@@ -316,6 +339,8 @@ def _decode_file(path: str, preprocessing: Preprocessing) -> _RawPixels | str:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = preprocessing.max_pixels  # Pillow's own bomb guard stays on
+    if not _uris_opened and is_uri(path):
+        _open_uris(path)
     with _captured_warnings() as caught:
         try:
             image = prepare(path, preprocessing)

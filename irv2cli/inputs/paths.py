@@ -1,4 +1,5 @@
-"""Turn command-line inputs (files and folders) into a deterministic stream of file paths."""
+"""Turn command-line inputs (files, folders and URIs) into a deterministic stream of file
+paths."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
+
+from .uris import is_uri, local_path, local_uri, walk_uri
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,8 @@ class InputSelection:
 
 def path_key(path: str) -> str:
     """One spelling of a path for comparing runs: ``photos/a.jpg``, ``./photos/a.jpg`` and
-    the absolute path are the same file to ``--resume``."""
-    return os.path.abspath(path)
+    the absolute path are the same file to ``--resume``. A URI is its own key."""
+    return path if is_uri(path) else os.path.abspath(path)
 
 
 def _is_hidden(name: str) -> bool:
@@ -111,10 +114,17 @@ def iter_image_paths(inputs: Iterable[str], selection: InputSelection = InputSel
     """Each file input as given; each folder expanded per ``selection``; never a file
     ``selection`` excludes. An input given twice (``photos ./photos``) is taken once.
 
-    A path that does not exist is passed through, so it gets its own error record.
+    A URI input (``s3://bucket/photos/``, see ``uris``) is listed the same way, one folder
+    at a time, and its files come as URIs. A path or URI that does not exist is passed
+    through, so it gets its own error record.
     """
     for path in _once(inputs):
-        if os.path.isdir(path):
-            yield from _walk(path, path, selection)
-        elif not _is_excluded(path, selection):
+        uri = is_uri(path)
+        local = local_path(path) if uri else path  # a file:// URI is a local path
+        if local is None:
+            yield from walk_uri(path, selection)
+        elif os.path.isdir(local):
+            found = _walk(local, local, selection)
+            yield from (local_uri(file, path) for file in found) if uri else found
+        elif not _is_excluded(local, selection):
             yield path

@@ -113,7 +113,7 @@ def _build(weights: Path, target: Path, report: Int8Report, pixels: np.ndarray,
     report_path(target).unlink(missing_ok=True)
     with artifacts.build_folder(target) as scratch:
         np.save(scratch / "calibration.npy", pixels)
-        built = onnx_runtime._run_build_child(weights, scratch, notify,
+        built = onnx_runtime._run_build_child(weights, scratch / target.name, notify,
                                               scratch / "calibration.npy")
         report = replace(report, check=_agreement(onnx_runtime.OnnxEngine(built), fp32,
                                                   to_check))

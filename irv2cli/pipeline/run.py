@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from ..engines.base import Engine, check_outputs
 from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
@@ -73,7 +74,7 @@ class RunSummary:
     skipped: int
     failed_before: int
     elapsed: float
-    output: Path | None
+    output: Path | str | None  # a file, or a folder of shards (a local path or a URI)
 
     @property
     def any_failed(self) -> bool:
@@ -101,7 +102,17 @@ class RunInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
-EngineSource = Engine | Future | Deferred
+@runtime_checkable
+class RecordSource(Protocol):
+    """An engine that makes a run's records itself, from the inputs on (a cluster, say),
+    rather than from batches this process decodes: the records of every input that
+    ``selection`` takes and whose ``path_key`` is not in ``done``, in any order."""
+
+    def records(self, inputs: list[str], selection: InputSelection, done: set[str],
+                options: RunOptions) -> Iterator[Record]: ...
+
+
+EngineSource = Engine | Future | Deferred | RecordSource
 
 
 def open_sink(path: str | os.PathLike, options: RunOptions) -> Output:
@@ -131,7 +142,8 @@ def run(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     path) into ``sink`` (an ``Output``, a path opened with ``open_sink``, or ``None``:
     records go only to ``on_record``) and say what was done.
 
-    ``engine`` is a loaded engine, one still loading (a ``Future`` or ``Deferred``), or
+    ``engine`` is a loaded engine, one still loading (a ``Future`` or ``Deferred``), a
+    ``RecordSource`` such as ``cluster.RayEngine`` (which decodes and infers itself), or
     ``None``: the engine for ``options.weights``/``backend`` is loaded once the first
     batch is decoded. ``decoders`` is a pool to use (the caller closes it); default, one
     of the run's own. ``on_progress`` is called after each record (and makes the run
@@ -187,11 +199,17 @@ class _Counts:
                           time.perf_counter() - self.started, output)
 
 
+def _selection(output: Output, options: RunOptions, exclude: frozenset[tuple[int, int]]
+               ) -> InputSelection:
+    """The files of folders to take: never the output's files or ``exclude``."""
+    return InputSelection(options.recursive, tuple(options.globs), options.include_hidden,
+                          output.identities | exclude)
+
+
 def _todo(inputs: list[str], output: Output, options: RunOptions,
           exclude: frozenset[tuple[int, int]]) -> Iterator[str]:
     """The input paths not yet in ``output``, never the output's files or ``exclude``."""
-    selection = InputSelection(options.recursive, tuple(options.globs),
-                               options.include_hidden, output.identities | exclude)
+    selection = _selection(output, options, exclude)
     return (p for p in iter_image_paths(inputs, selection) if path_key(p) not in output.done)
 
 
@@ -200,7 +218,11 @@ def _records(inputs: list[str], output: Output, options: RunOptions,
              on_progress: Callable[[RunProgress], None] | None, counts: _Counts,
              exclude: frozenset[tuple[int, int]]) -> Iterator[Record]:
     """Records for every input not yet in ``output``: the first batch is decoded while
-    the engine is still loading."""
+    the engine is still loading (unless the engine makes the records itself)."""
+    if isinstance(engine, RecordSource):
+        yield from engine.records(inputs, _selection(output, options, exclude), output.done,
+                                  options)
+        return
     todo = _todo(inputs, output, options, exclude)
     first = next(todo, None)
     if first is None:
@@ -263,5 +285,5 @@ class _NoWriter:
         pass
 
 
-__all__ = ["Deferred", "RunInterrupted", "RunOptions", "RunProgress", "RunSummary",
+__all__ = ["Deferred", "RecordSource", "RunInterrupted", "RunOptions", "RunProgress", "RunSummary",
            "open_sink", "run"]

@@ -66,7 +66,7 @@ def stored_name(text: str | None, raw: bytes | None) -> str:
     return text
 
 
-def _name_columns(name: str) -> tuple[str, bytes | None]:
+def name_columns(name: str) -> tuple[str, bytes | None]:
     """``path`` and ``path_bytes`` for ``name``: the bytes only when it is not UTF-8."""
     text = printable(name)
     return text, None if text == name else name.encode(ENCODING, ERRORS)
@@ -150,10 +150,7 @@ class ParquetWriter(RecordWriter):
         return held
 
     def write(self, record: Record) -> None:
-        vector = feature_vector(record)
-        error = None if record.error is None else printable(record.error)
-        text, raw = _name_columns(record.path)
-        self._rows.append((text, vector, error, raw))
+        self._rows.append(feature_row(record))
         self.count += 1
         self.added = True
         if len(self._rows) >= ROW_GROUP:
@@ -194,7 +191,7 @@ class ParquetWriter(RecordWriter):
     def _flush_rows(self) -> None:
         writer = self._start()
         if self._rows:
-            writer.write_table(_table(self._rows))
+            writer.write_table(feature_table(self._rows))
             self._rows.clear()
 
     def _finish(self) -> None:
@@ -204,8 +201,15 @@ class ParquetWriter(RecordWriter):
         place(self.staged, self.target)
 
 
-def _table(rows: list[Row]) -> pa.Table:
-    """One row group of ``SCHEMA``."""
+def feature_row(record: Record) -> Row:
+    """``record`` as a row of ``SCHEMA``."""
+    error = None if record.error is None else printable(record.error)
+    text, raw = name_columns(record.path)
+    return text, feature_vector(record), error, raw
+
+
+def feature_table(rows: list[Row]) -> pa.Table:
+    """``rows`` as a table of ``SCHEMA`` (one row group's worth)."""
     texts, vectors, errors, raws = zip(*rows, strict=True)
     values = np.zeros((len(rows), DIM), dtype=np.float32)
     for i, vector in enumerate(vectors):

@@ -92,8 +92,11 @@ def decode_top_k(probabilities, k: int = 5) -> list[Prediction]:
     probabilities = np.asarray(probabilities)
     k = min(k, probabilities.shape[-1])
     best = np.argsort(-probabilities, kind="stable")[:k]
+    return ranked(best, probabilities[best])
+
+
+def ranked(indices, scores) -> list[Prediction]:
+    """Predictions for class ``indices`` with their ``scores``, best first as given."""
     labels = imagenet_labels()
-    return [
-        Prediction(rank, int(i), labels[i].wnid, labels[i].label, float(probabilities[i]))
-        for rank, i in enumerate(best, start=1)
-    ]
+    return [Prediction(rank, int(i), labels[i].wnid, labels[i].label, float(score))
+            for rank, (i, score) in enumerate(zip(indices, scores, strict=True), start=1)]

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 Notify = Callable[[str], None]
 
 POLL_S = 0.1
@@ -40,7 +38,10 @@ def check_abandoned() -> None:
 @contextmanager
 def cache_lock(path: Path, holder: str, notify: Notify) -> Iterator[None]:
     """Hold the lock file ``path``. If another process holds it, say once (after a second)
-    that this one waits for ``holder`` (e.g. "another irv2 process building ..."), and wait."""
+    that this one waits for ``holder`` (e.g. "another irv2 process building ..."), and wait.
+    (filelock is imported here: most runs never take a lock.)"""
+    from filelock import FileLock, Timeout
+
     lock = FileLock(path)
     started = time.monotonic()
     said = False

@@ -3,6 +3,8 @@
 Downloads stream into ``NAME.part`` while hashing, resume an interrupted part with
 an HTTP Range request, retry transient failures, and are renamed into place only
 after the MD5 matches. A lock file serialises processes that fetch the same file.
+The HTTP machinery is imported only when a download runs: every run asks where the
+weights live, few download them.
 """
 
 from __future__ import annotations
@@ -11,10 +13,7 @@ import hashlib
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from http.client import HTTPException
 from pathlib import Path
 
 from platformdirs import user_cache_dir
@@ -109,6 +108,10 @@ def weights_url(weight_file: WeightFile, mirror: str | None = None) -> str:
 
 def _fetch_into(url: str, part: Path, progress: Progress | None, timeout: float) -> None:
     """Append the rest of ``url`` to ``part``, resuming with a Range request if it exists."""
+    import urllib.error
+    import urllib.request
+    from http.client import HTTPException
+
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "irv2cli"})
     if offset:
@@ -151,6 +154,9 @@ def download(weight_file: WeightFile, mirror: str | None = None, force: bool = F
     retried ``retries`` times with exponential backoff, resuming from the ``.part`` file.
     ``notify`` hears when another process holds the download lock.
     """
+    import urllib.error
+    from http.client import HTTPException
+
     url = weights_url(weight_file, mirror)
     target = cached_weights_path(weight_file)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,241 @@
+"""Runs on a Ray cluster with Ray Data: the inputs are listed in read tasks, decoded by
+an actor pool of isolated decoders, and classified by an actor pool of engines; batches
+go from stage to stage through the object store, never through the driver.
+
+The driver either streams the records into a local results file (``RayEngine.records``,
+used by ``pipeline.run``) or has the cluster write a folder of Parquet shards
+(``RayEngine.write_shards``). Actors that die are restarted and their batches retried
+(a bounded number of times), so a lost node or process costs time, not images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import ClusterError, Hint, Irv2Error
+from ..inputs.paths import InputSelection, path_key
+from ..pipeline.run import RunOptions, RunSummary
+from ..results.records import Record
+from ..results.shards import ShardFolder, new_run
+from .rows import column_records
+
+DECODE_BATCH = 16  # files per decoding call: enough to keep a decoder busy between calls
+# Rows per block between stages: a block is the unit a stage works on and hands on, so
+# small ones keep every stage, and the output, moving while a run goes (and spread the
+# decoding over the decoders). The listing's blocks are cut to this many rows; Ray Data
+# merges what a task yields up to a size in bytes, and at 8 MiB a block of decoded
+# images holds about 30.
+BLOCK_ROWS = 32
+BLOCK_BYTES = 8 << 20
+SHARD_ROWS = 4096  # rows per shard at least (the last shard of a run may have fewer)
+# A dead actor is restarted, and the batches it held are retried, a few times: never
+# forever, so a batch that kills every actor it meets fails the run instead.
+RETRIED = {"max_restarts": 4, "max_task_retries": 4}
+# The CPUs each actor reserves. Ray counts them only to place work: an engine's ONNX
+# Runtime uses its node's cores anyway. The listing's read task and the cutting into
+# blocks reserve Ray Data's default of one CPU each while they run, so these fractions
+# are what lets every stage run at once on a node of two CPUs.
+DECODER_CPUS, ENGINE_CPUS = 0.25, 0.5
+CONNECT_TIMEOUT = 10.0  # seconds a cluster's address has to answer
+
+
+def import_ray():
+    """Ray, or an error saying how to install it."""
+    try:
+        import ray
+        import ray.data  # the extra's other half
+    except ImportError:
+        raise ClusterError("the Ray engine needs Ray Data, which is not installed",
+                           hint=Hint.INSTALL_RAY) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RayEngine:
+    """Where and how wide to run: ``address`` of a running cluster (default: the
+    ``RAY_ADDRESS`` variable, else a Ray instance started on this machine for the run),
+    ``actors`` running the network (default: one per node), and ``node_ip``, this
+    machine's address as the cluster should see it (default: Ray's guess)."""
+
+    address: str | None = None
+    actors: int | None = None
+    node_ip: str | None = None
+
+    def records(self, inputs: list[str], selection: InputSelection, done: set[str],
+                options: RunOptions) -> Iterator[Record]:
+        """The records of every input not in ``done`` (path keys), as the cluster
+        finishes them (not in input order)."""
+        ray = import_ray()
+        with self._connected(ray):
+            dataset = self._dataset(ray, inputs, selection, done, options)
+            with _cluster_errors():
+                for columns in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                    yield from column_records(columns)
+
+    def write_shards(self, inputs: list[str], folder: ShardFolder, options: RunOptions
+                     ) -> RunSummary:
+        """Have the cluster write the records of ``inputs`` as Parquet shards into
+        ``folder`` (see ``results.shards``); with ``options.resume``, only of inputs not
+        yet there, and with ``options.overwrite`` after removing the shards there."""
+        started = time.perf_counter()
+        earlier = _earlier_shards(folder, options)
+        done = {path_key(record.path) for record in earlier}
+        failed_before = sum(record.error is not None for record in earlier)
+        ray = import_ray()
+        with self._connected(ray):
+            selection = InputSelection(options.recursive, tuple(options.globs),
+                                       options.include_hidden)
+            dataset = self._dataset(ray, inputs, selection, done, options)
+            sink = _shard_sink(folder, new_run(), options.outputs)
+            with _cluster_errors():
+                dataset.write_datasink(sink)
+        classified, failed = sink.counts
+        return RunSummary(classified, failed, len(done), failed_before,
+                          time.perf_counter() - started, folder.uri)
+
+    @contextlib.contextmanager
+    def _connected(self, ray) -> Iterator[None]:
+        """Connected to the cluster (or a local instance) for the block, unless this
+        process already is (a library caller's own ``ray.init``)."""
+        if ray.is_initialized():
+            yield
+            return
+        # "local" starts an instance even where `ray start` left one running here
+        address = self.address or os.environ.get("RAY_ADDRESS") or "local"
+        local = {"include_dashboard": False} if address == "local" else {}
+        if not local:
+            _check_answers(address)
+        try:
+            # Workers' own output stays in Ray's session logs: what they hit that matters
+            # reaches the driver as a record's error, or as the run's failure.
+            with _own_signal_handlers():
+                ray.init(address=address, _node_ip_address=self.node_ip,
+                         log_to_driver=False, **local)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = "a local Ray instance" if local else f"the Ray cluster at {address}"
+            raise ClusterError(f"could not connect to {where}: {exc}",
+                               hint=Hint.RAY_ADDRESS) from None
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+    def _dataset(self, ray, inputs: list[str], selection: InputSelection, done: set[str],
+                 options: RunOptions):
+        """The run as a lazy Ray dataset of record columns."""
+        from .source import PathSource
+        from .stages import Decode, Infer, Listing
+
+        folder = os.getcwd()
+        done_ref = ray.put(frozenset(done))
+        listings = [Listing(path, selection, folder, done_ref) for path in inputs]
+        actors = self.actors or _node_count(ray)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        decoders = options.workers or max(1, cpus - actors)
+        pools = ray.data.ActorPoolStrategy
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates passing actor options as keywords, and offers nothing
+            # else for them yet; the extra's version bound keeps them working.
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+            listed = ray.data.read_datasource(PathSource(listings),
+                                              override_num_blocks=len(listings))
+            listed.context.target_max_block_size = BLOCK_BYTES  # and every stage after
+            decoded = listed.repartition(target_num_rows_per_block=BLOCK_ROWS).map_batches(
+                Decode, batch_size=DECODE_BATCH, batch_format="numpy",
+                fn_constructor_args=(options.preprocessing, options.decode_limits, 1, folder),
+                compute=pools(min_size=1, max_size=decoders), num_cpus=DECODER_CPUS,
+                **RETRIED)
+            return decoded.map_batches(
+                Infer, batch_size=options.batch_size, batch_format="numpy",
+                fn_constructor_args=(options.weights, options.backend, options.outputs,
+                                     options.top_k),
+                compute=pools(size=actors), num_cpus=ENGINE_CPUS, **RETRIED)
+
+
+def _check_answers(address: str) -> None:
+    """Fail fast where nothing listens at a cluster's ``host:port``: ``ray.init`` would
+    wait for it forever, deaf even to Ctrl-C. (Other forms, ``ray://`` or ``auto``, are
+    left to Ray.)"""
+    host, _, port = address.rpartition(":")
+    if not host or "/" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise ClusterError(f"could not connect to the Ray cluster at {address}: nothing "
+                           f"answers there ({exc.strerror or exc})",
+                           hint=Hint.RAY_ADDRESS) from None
+
+
+@contextlib.contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """The process's SIGTERM and SIGHUP handlers as they were before the block:
+    ``ray.init`` replaces them with its own (a C++ one that prints a stack trace and
+    aborts), so a stopped driver would neither close its output nor say how to resume."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers, and Ray then sets none either
+        return
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in handlers.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(getattr(signal, name), handler)
+
+
+def _node_count(ray) -> int:
+    return max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+
+
+def _earlier_shards(folder: ShardFolder, options: RunOptions) -> list[Record]:
+    """The records already in ``folder``; refused unless resuming or overwriting (then
+    removed)."""
+    earlier = list(folder.records())
+    if earlier and options.overwrite:
+        folder.remove_shards()
+        return []
+    if earlier and not options.resume:
+        raise ClusterError(f"{folder.uri} already holds the shards of an earlier run",
+                           hint=Hint.RESUME_OR_OVERWRITE)
+    return earlier
+
+
+def _shard_sink(folder: ShardFolder, run: str, outputs: tuple[str, ...]):
+    from .shard_sink import ShardSink
+
+    return ShardSink(folder, run, outputs, SHARD_ROWS)
+
+
+@contextlib.contextmanager
+def _cluster_errors() -> Iterator[None]:
+    """An irv2 error raised on the cluster (the weights do not fit, say) as itself,
+    rather than wrapped in Ray's task errors."""
+    try:
+        yield
+    except Irv2Error:
+        raise
+    except Exception as exc:
+        cause = _irv2_cause(exc)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _irv2_cause(exc: BaseException | None) -> Irv2Error | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Irv2Error):
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None

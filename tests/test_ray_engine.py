@@ -1,0 +1,283 @@
+"""``--engine ray``: the same records as the local engine, from a real local Ray instance
+and from a real two-node cluster on loopback, with faults (a killed inference actor, a
+killed driver) costing time and never an image."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from ray_cluster import (
+    HEAD_IP,
+    WORKER_IP,
+    inference_actors,
+    node_of,
+    ray_environment,
+    two_node_cluster,
+)
+from support import copies, numbered
+
+from irv2cli.cli.main import cli
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+NOT_UTF8 = b"caf\xe9.jpg"  # a Latin-1 name: not UTF-8
+
+
+def irv2(*args, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    """``irv2 ARGS`` in a new process with ``env``."""
+    result = subprocess.run([sys.executable, "-m", "irv2cli", *map(str, args)], env=env,
+                            capture_output=True, text=True, errors="replace", timeout=600)
+    if check:
+        assert result.returncode in (0, 1), result.stderr
+    return result
+
+
+def start(*args, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "irv2cli", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def jsonl_records(path: Path) -> list[dict]:
+    """The records of a JSONL results file, names exactly as written (not UTF-8 ones too)."""
+    lines = path.read_bytes().splitlines()
+    return [json.loads(line.decode("utf-8", "surrogateescape")) for line in lines]
+
+
+def shard_records(folder: Path) -> list[dict]:
+    """The records of a folder of Parquet shards, as dicts like JSONL's."""
+    records = []
+    for shard in sorted(folder.glob("part-*.parquet")):
+        for row in pq.read_table(shard).to_pylist():
+            raw = row.pop("path_bytes")
+            if raw is not None:
+                row["path"] = raw.decode("utf-8", "surrogateescape")
+            records.append(row)
+    return records
+
+
+def by_path(records: list[dict]) -> dict[str, dict]:
+    keyed = {record["path"]: record for record in records}
+    assert len(keyed) == len(records), "an input has more than one record"
+    return keyed
+
+
+def assert_same_predictions(ours: list[dict], reference: list[dict]) -> None:
+    """Same inputs, same errors, same top-k classes, scores within 1e-4."""
+    ours, reference = by_path(ours), by_path(reference)
+    assert ours.keys() == reference.keys()
+    for path, expected in reference.items():
+        got = ours[path]
+        assert got["error"] == expected["error"], path
+        assert ([p["index"] for p in got["predictions"] or []]
+                == [p["index"] for p in expected["predictions"] or []]), path
+        for mine, theirs in zip(got["predictions"] or [], expected["predictions"] or [],
+                                strict=True):
+            assert mine["score"] == pytest.approx(theirs["score"], abs=1e-4)
+
+
+@pytest.fixture
+def uncurated(mixed_folder) -> Path:
+    """``mixed_folder`` plus a subfolder and a photo whose name is not UTF-8."""
+    shutil.copytree(SAMPLES, mixed_folder / "sub", ignore=shutil.ignore_patterns("*.md"))
+    Path(os.fsdecode(os.fsencode(mixed_folder) + b"/" + NOT_UTF8)).write_bytes(
+        (SAMPLES / "rocket.jpg").read_bytes())
+    return mixed_folder
+
+
+@pytest.fixture
+def env(runtime_ready) -> dict[str, str]:
+    """The environment of an irv2 run whose cache already holds the artifact."""
+    return ray_environment()
+
+
+def test_a_local_ray_instance_gives_the_records_of_the_local_engine(uncurated, top_weights,
+                                                                    env, tmp_path):
+    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    irv2("predict", uncurated, "--weights", top_weights, "-o", local, env=env)
+    result = irv2("predict", uncurated, "--weights", top_weights, "-o", on_ray,
+                  "--engine", "ray", env=env)
+
+    assert result.returncode == 1  # notes.jpg is not an image
+    assert_same_predictions(jsonl_records(on_ray), jsonl_records(local))
+    assert "Started a local Ray instance" in result.stderr
+    assert "7 classified, 1 failed" in result.stderr
+
+
+def test_embed_on_a_local_ray_instance_gives_the_features_of_the_local_engine(
+        uncurated, top_weights, env, tmp_path):
+    local, on_ray = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    irv2("embed", uncurated, "--weights", top_weights, "-o", local, env=env)
+    irv2("embed", uncurated, "--weights", top_weights, "-o", on_ray, "--engine", "ray",
+         env=env)
+
+    def features(path: Path) -> dict[str, tuple]:
+        rows = pq.read_table(path).to_pylist()
+        return {(row["path_bytes"] or row["path"].encode()): (row["error"], row["features"])
+                for row in rows}
+
+    ours, reference = features(on_ray), features(local)
+    assert ours.keys() == reference.keys() and len(ours) == 8
+    for name, (error, vector) in reference.items():
+        assert ours[name][0] == error
+        if vector is None:
+            assert ours[name][1] is None
+        else:
+            assert ours[name][1] == pytest.approx(vector, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def cluster(built_runtime) -> str:
+    """A two-node cluster on loopback for this module, whose nodes' cache holds the
+    artifact of the top weights: the head's address."""
+    home = built_runtime.parent
+    with two_node_cluster(ray_environment(IRV2_HOME=str(home))) as address:
+        yield address
+
+
+@pytest.fixture
+def cluster_env(cluster, env) -> dict[str, str]:
+    return {**env, "RAY_ADDRESS": cluster}
+
+
+def test_a_two_node_cluster_writes_shards_with_an_actor_on_each_node(
+        uncurated, top_weights, cluster_env, tmp_path):
+    reference = tmp_path / "local.jsonl"
+    irv2("predict", uncurated, "--weights", top_weights, "-o", reference, env=cluster_env)
+    shards = tmp_path / "shards"
+    run = start("predict", uncurated, "--weights", top_weights, "-o", f"{shards}/",
+                "--engine", "ray", "--actors", "2", env=cluster_env)
+    nodes = set()
+    while run.poll() is None:
+        nodes |= {node_of(actor) for actor in inference_actors()}
+        time.sleep(0.2)
+    stderr = run.stderr.read().decode(errors="replace")
+
+    assert run.returncode == 1, stderr
+    assert nodes == {HEAD_IP, WORKER_IP}
+    assert_same_predictions(shard_records(shards), jsonl_records(reference))
+    assert "Started a local Ray instance" not in stderr
+
+
+def test_resume_of_a_shard_folder_adds_only_the_missing_images(uncurated, top_weights,
+                                                              cluster_env, tmp_path):
+    shards = f"{tmp_path / 'shards'}/"
+    first = irv2("predict", uncurated / "sub", "--weights", top_weights, "-o", shards,
+                 "--engine", "ray", env=cluster_env)
+    refused = irv2("predict", uncurated, "--weights", top_weights, "-o", shards,
+                   "--engine", "ray", env=cluster_env, check=False)
+    resumed = irv2("predict", uncurated, "--weights", top_weights, "-o", shards,
+                   "--engine", "ray", "--resume", env=cluster_env)
+
+    assert "4 classified, 0 failed" in first.stderr
+    assert refused.returncode == 1
+    assert "already holds the shards of an earlier run" in refused.stderr
+    assert "pass --resume to continue that run, or --overwrite" in refused.stderr
+    assert "3 classified, 1 failed" in resumed.stderr and "4 already in" in resumed.stderr
+    assert len(by_path(shard_records(tmp_path / "shards"))) == 8
+
+
+def test_a_killed_inference_actor_costs_no_image(top_weights, cluster_env, tmp_path):
+    folder = copies(SAMPLES / "coffee.jpg", tmp_path / "photos", numbered(40))
+    output = tmp_path / "out.jsonl"
+    run = start("predict", folder, "--weights", top_weights, "-o", output, "--engine", "ray",
+                "--batch-size", "2", "--actors", "1", env=cluster_env)
+    killed = None
+    while run.poll() is None and killed is None:
+        actors = inference_actors()
+        if actors and output.exists() and output.stat().st_size:
+            os.kill(actors[0].pid, signal.SIGKILL)  # mid-run: some records are written
+            killed = actors[0].pid
+        time.sleep(0.1)
+    stderr = run.communicate()[1].decode(errors="replace")
+
+    assert killed is not None, "the run ended before an actor could be killed"
+    assert run.returncode == 0, stderr
+    records = by_path(jsonl_records(output))
+    assert sorted(Path(p).name for p in records) == numbered(40)
+    assert all(record["error"] is None for record in records.values())
+
+
+def test_resume_after_the_driver_is_killed_finishes_every_image_once(top_weights,
+                                                                     cluster_env, tmp_path):
+    folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
+    output = tmp_path / "out.jsonl"
+    command = ("predict", folder, "--weights", top_weights, "-o", output, "--engine", "ray",
+               "--batch-size", "2")
+    run = start(*command, env=cluster_env)
+    while run.poll() is None and not (output.exists() and output.stat().st_size > 2000):
+        time.sleep(0.1)
+    run.kill()
+    run.wait()
+    written = len(output.read_bytes().splitlines())
+    resumed = irv2(*command, "--resume", env=cluster_env)
+
+    assert 0 < written < 96
+    assert "already in" in resumed.stderr
+    records = by_path(jsonl_records(output))
+    assert sorted(Path(p).name for p in records) == numbered(96)
+
+
+def s3_shard_records(uri: str) -> list[dict]:
+    """The records of the shards under ``uri``, read from the S3 server."""
+    from pyarrow import fs
+
+    filesystem, folder = fs.FileSystem.from_uri(uri)
+    shards = filesystem.get_file_info(fs.FileSelector(folder))
+    assert shards, f"no shards under {uri}"
+    return [row for shard in sorted(info.path for info in shards)
+            for row in pq.read_table(shard, filesystem=filesystem).to_pylist()]
+
+
+def test_photos_in_s3_become_shards_in_s3(s3, mixed_folder, top_weights, runtime_ready,
+                                          tmp_path):
+    env = ray_environment()  # with the fake credentials the s3 fixture set
+    s3.upload(mixed_folder, "photos")
+    reference = tmp_path / "local.jsonl"
+    irv2("predict", mixed_folder, "--weights", top_weights, "-o", reference, env=env)
+    result = irv2("predict", s3.uri("photos/"), "--weights", top_weights,
+                  "-o", s3.uri("run/"), "--engine", "ray", env=env)
+
+    assert "2 classified, 1 failed" in result.stderr
+    rows = by_path(s3_shard_records(s3.uri("run/")))
+    for expected in jsonl_records(reference):
+        name = Path(expected["path"]).name
+        got = rows.pop(s3.uri(f"photos/{name}"))
+        if expected["error"] is None:
+            assert [p["index"] for p in got["predictions"]] == [
+                p["index"] for p in expected["predictions"]]
+        else:
+            assert "not an image Pillow can read" in got["error"]
+    assert not rows
+
+
+def test_without_ray_the_ray_engine_says_how_to_install_it(mixed_folder, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    result = CliRunner().invoke(cli, ["predict", str(mixed_folder), "--engine", "ray"])
+
+    assert result.exit_code == 1
+    assert "the Ray engine needs Ray Data, which is not installed" in result.output
+    assert "install it with `pip install 'irv2cli[ray]'`" in result.output
+
+
+@pytest.mark.parametrize("arguments, complaint", [
+    (["-o", "{tmp}/"], "only --engine ray writes folders"),
+    (["-o", "s3://bucket/run/"], "only --engine ray writes folders"),
+    (["-o", "{tmp}/", "--engine", "ray", "--format", "csv"], "--format csv does not apply"),
+    (["--report", "{tmp}/r.html", "--engine", "ray"], "--report needs --engine local"),
+])
+def test_what_only_one_engine_does_is_a_usage_error(mixed_folder, tmp_path, arguments,
+                                                    complaint):
+    arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
+    result = CliRunner().invoke(cli, ["predict", str(mixed_folder), *arguments])
+
+    assert result.exit_code == 2
+    assert complaint in result.output
