@@ -299,7 +299,7 @@ def int8_runtime(top_weights, built_runtime, calibration_images, check_images,
 
 @pytest.fixture
 def int8_ready(int8_runtime, cache) -> Path:
-    """This test's cache holds a copy of the int8 artifact (its checksum and report too) for
+    """This test's cache holds a copy of the int8 artifact (its data, checksum and report too) for
     ``top_weights``, and not the fp32 one."""
     target = cache.irv2 / "runtime"
     target.mkdir(parents=True)
@@ -316,15 +316,17 @@ def int8_builds(monkeypatch, int8_runtime, top_weights) -> list[int]:
     import numpy as np
 
     from irv2cli.engines import onnx_runtime
+    from irv2cli.store.artifacts import data_path
     from irv2cli.store.int8 import int8_artifact_path
 
     good = int8_runtime / int8_artifact_path(top_weights).name
     started = []
 
-    def copy_of_the_good_build(weights, scratch, notify, calibration=None):
+    def copy_of_the_good_build(weights, built, notify, calibration=None):
         assert calibration is not None  # quantize never builds the fp32 one itself
         started.append(len(np.load(calibration, mmap_mode="r")))
-        return Path(shutil.copy(good, scratch / "optimized.onnx"))
+        shutil.copy(data_path(good), data_path(built))
+        return Path(shutil.copy(good, built))
 
     monkeypatch.setattr(onnx_runtime, "_run_build_child", copy_of_the_good_build)
     return started

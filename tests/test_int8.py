@@ -28,7 +28,7 @@ from irv2cli.errors import CalibrationError
 from irv2cli.inputs.images import prepare, to_input
 from irv2cli.pipeline.quantize import quantize
 from irv2cli.spec import PROBABILITIES
-from irv2cli.store.artifacts import artifact_path, checksum_path, file_checksum
+from irv2cli.store.artifacts import artifact_path, checksum_path, checksums, data_path
 from irv2cli.store.int8 import (
     CPUINFO_VARIABLE,
     calibration_key,
@@ -68,13 +68,19 @@ def probabilities(engine, folder: Path) -> np.ndarray:
 
 # --- what the real build gives ------------------------------------------------------------
 
-def test_quantize_builds_an_int8_graph_a_quarter_the_size(int8_runtime, top_weights):
+def test_quantize_builds_an_int8_graph_with_a_quarter_of_the_weights(int8_runtime,
+                                                                       top_weights):
     int8 = int8_runtime / int8_artifact_path(top_weights).name
     fp32 = int8_runtime / artifact_path(top_weights).name
-    ops = Counter(node.op_type for node in onnx.load(int8).graph.node)
+    graph = onnx.load(int8, load_external_data=False)
+    ops = Counter(node.op_type for node in graph.graph.node)
     assert ops["QLinearConv"] + ops["ConvInteger"] + ops["QuantizeLinear"] > 200, ops
     assert ops["Conv"] == 0 and set(ops) & QUANTIZED_OPS
-    assert int8.stat().st_size < fp32.stat().st_size / 3
+    # like the fp32 artifact, its weights lie in the data file beside the graph, which names it
+    named = {entry.value for tensor in graph.graph.initializer
+             for entry in tensor.external_data if entry.key == "location"}
+    assert named == {data_path(int8).name}
+    assert data_path(int8).stat().st_size < data_path(fp32).stat().st_size / 3
 
 
 def test_the_report_matches_a_direct_computation_on_the_same_images(
@@ -177,6 +183,9 @@ DAMAGE = {
     "overwritten": (overwrite_middle, "does not match its checksum: it is damaged"),
     "truncated": (truncate, "does not match its checksum: it is damaged"),
     "a folder": (replace_with_folder, "is not a regular file"),
+    "weights overwritten": (lambda t: overwrite_middle(data_path(t)),
+                            "does not match its checksum: it is damaged"),
+    "weights missing": (lambda t: data_path(t).unlink(), "has lost its weights"),
     "no checksum": (lambda t: checksum_path(t).unlink(), "has no checksum"),
     "report garbled": (lambda t: report_path(t).write_text("{not json"), "no readable report"),
     "report missing": (lambda t: report_path(t).unlink(), "no readable report"),
@@ -198,7 +207,7 @@ def test_a_damaged_int8_artifact_is_refused_then_rebuilt_by_quantize(
     done = quantize(calibration_images, weights=top_weights, notify=notes.append)
     assert done.built and int8_builds == [8]
     assert any(reason in note and note.endswith("rebuilding it") for note in notes)
-    assert file_checksum(target) == checksum_path(target).read_text().split()[1]
+    assert checksum_path(target).read_text().split() == checksums(target)
     assert predict(samples / "chelsea.jpg", "--weights", top_weights,
                    "--precision", "int8").exit_code == 0
 

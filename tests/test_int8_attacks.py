@@ -62,7 +62,8 @@ def test_a_build_stopped_midway_leaves_no_artifact_and_the_next_run_works(
 
     done = quantize(calibration_images, weights=top_weights)  # the next run
     assert done.built and int8_builds == [8]
-    assert int8_files(runtime) == [target.name, f"{target.name}.report.json",
+    assert int8_files(runtime) == [target.name, f"{target.name}.data",
+                                   f"{target.name}.report.json",
                                    f"{target.name}.xxh3"]  # and no scratch folder
     assert open_int8_engine(target).report.calibration_images == 8
 
