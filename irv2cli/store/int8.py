@@ -2,11 +2,12 @@
 and whether this CPU has the instructions that make int8 fast.
 
 The int8 artifact lies beside the fp32 one and is named like it (weights, input size,
-version, format, ONNX Runtime and CPU) plus ``-int8``; it is checked, placed and locked
-as the fp32 one is (see ``artifacts``). Beside it, ``NAME.onnx.report.json`` says which
-calibration set built it and, if measured, how it agrees with fp32. A build places the
-report before the artifact and the checksum last, after removing the old checksum first,
-so a checksum that matches vouches for the report beside it too.
+version, format, ONNX Runtime and CPU) plus ``-int8``; like it, it is a graph with its
+weights in ``NAME.onnx.data``, checked, placed and locked as the fp32 one is (see
+``artifacts``). Beside it, ``NAME.onnx.report.json`` says which calibration set built it
+and, if measured, how it agrees with fp32. A build places the report before the artifact
+and the checksum last, after removing the old checksum first, so a checksum that matches
+vouches for the report beside it too.
 """
 
 from __future__ import annotations
