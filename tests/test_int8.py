@@ -22,9 +22,9 @@ from support import predict
 
 from irv2cli.cli.main import cli
 from irv2cli.engines.base import load_engine
-from irv2cli.engines.int8 import SLOW_CPU, load_int8_engine
+from irv2cli.engines.int8 import SLOW_CPU, Int8Engine, load_int8_engine
 from irv2cli.engines.onnx_runtime import load_onnx_engine
-from irv2cli.errors import CalibrationError
+from irv2cli.errors import CalibrationError, EngineError, Hint
 from irv2cli.inputs.images import prepare, to_input
 from irv2cli.pipeline.quantize import quantize
 from irv2cli.spec import PROBABILITIES
@@ -292,6 +292,47 @@ def test_a_check_folder_holding_only_calibration_images_is_refused(
     weights.write_bytes(b"never read")
     with pytest.raises(CalibrationError, match="every file to check on is also a calibration"):
         quantize(calibration_images, calibration_images, weights)
+
+
+# --- on a Ray cluster ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_engine_ray_runs_in_the_precision_asked_for(samples, tmp_path, monkeypatch,
+                                                    precision):
+    asked = []
+
+    class Cluster:
+        """Stands in for RayEngine: keeps the run's options, classifies nothing."""
+
+        def __init__(self, address=None, actors=None, node_ip=None):
+            pass
+
+        def records(self, inputs, selection, done, options):
+            asked.append(options.precision)
+            return iter(())
+
+    monkeypatch.setattr("irv2cli.cluster.engine.RayEngine", Cluster)
+    result = predict(samples / "chelsea.jpg", "--engine", "ray", "--precision", precision,
+                     "-o", tmp_path / "labels.jsonl")
+    assert result.exit_code == 0, result.output
+    assert asked == [precision]
+
+
+def test_a_nodes_inference_stage_in_int8_runs_its_int8_runtime(int8_ready, top_weights,
+                                                               vnni_cpu):
+    from irv2cli.cluster.stages import Infer
+
+    stage = Infer(top_weights, "auto", (PROBABILITIES,), 5, "int8")
+    assert isinstance(stage.classifier.engine, Int8Engine)
+    assert stage.classifier.engine.report == read_report(int8_artifact_path(top_weights))
+
+
+def test_a_node_without_an_int8_runtime_fails_the_stage_with_how_to_build_one(top_weights):
+    from irv2cli.cluster.stages import Infer
+
+    with pytest.raises(EngineError, match="there is no int8 runtime") as failed:
+        Infer(top_weights, "auto", (PROBABILITIES,), 5, "int8")
+    assert failed.value.hint is Hint.QUANTIZE
 
 
 # --- the CPU ----------------------------------------------------------------------------------

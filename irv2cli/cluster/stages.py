@@ -95,14 +95,15 @@ class Infer:
     """Runs the network on decoded rows, in an actor that loads the engine once: the
     cached artifact of the weights on this node (built by the first actor that needs
     it; the others wait for it), or the official weights, fetched into this node's cache
-    when it lacks them."""
+    when it lacks them. In ``precision`` int8, the node's own int8 artifact, which
+    ``irv2 quantize`` must have built there."""
 
     def __init__(self, weights: Path | None, backend: str, outputs: tuple[str, ...],
-                 top_k: int):
+                 top_k: int, precision: str = "fp32"):
         from ..engines.base import check_outputs, load_engine
         from ..store.weights import ensure_weights
 
-        engine = load_engine(weights or ensure_weights(), backend)
+        engine = load_engine(weights or ensure_weights(), backend, precision=precision)
         check_outputs(engine.outputs, outputs, weights)
         self.classifier = Classifier(engine, top_k, outputs)
 
