@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .errors import (
+    CalibrationError,
     ClusterError,
     DownloadError,
     EngineError,
@@ -42,6 +43,7 @@ _EXPORTS = {
     "Preprocessing": "inputs.images",
     "DecodeLimits": "inputs.decoding",
     "load_engine": "engines.base",
+    "quantize": "pipeline.quantize",
     "ensure_weights": "store.weights",
     "install_from_file": "store.weights",
     "export_model": "export.formats",
@@ -49,12 +51,12 @@ _EXPORTS = {
     "load_weights": "network.h5weights",
 }
 __all__ = [
-    "FEATURES", "PROBABILITIES", "SPEC", "Classifier", "ClusterError", "DecodeLimits",
-    "DownloadError", "EngineError", "ExportError", "Hint", "ImageError", "Irv2Error",
-    "OutputError", "Prediction", "Preprocessing", "RayEngine", "Record", "RunInterrupted",
-    "RunOptions", "RunProgress", "RunSummary", "WeightsError", "__version__", "build_model",
-    "ensure_weights",
-    "export_model", "install_from_file", "load_engine", "load_weights", "run",
+    "FEATURES", "PROBABILITIES", "SPEC", "CalibrationError", "Classifier", "ClusterError",
+    "DecodeLimits", "DownloadError", "EngineError", "ExportError", "Hint", "ImageError",
+    "Irv2Error", "OutputError", "Prediction", "Preprocessing", "RayEngine", "Record",
+    "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "WeightsError",
+    "__version__", "build_model", "ensure_weights", "export_model", "install_from_file",
+    "load_engine", "load_weights", "quantize", "run",
 ]
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from .network.h5weights import load_weights
     from .network.model import build_model
     from .pipeline.classifier import Classifier
+    from .pipeline.quantize import quantize
     from .pipeline.run import RunInterrupted, RunOptions, RunProgress, RunSummary, run
     from .results.labels import Prediction
     from .results.records import Record

@@ -29,6 +29,8 @@ class Hint(Enum):
     MIRROR = ("if this machine cannot reach that server, set IRV2_MIRROR to a base URL that "
               "serves the same file name, or install a copy obtained elsewhere "
               "(install_from_file)")
+    QUANTIZE = ("build the int8 runtime from a few hundred of your own photos first "
+                "(irv2cli.quantize(folder))")
 
 
 class Irv2Error(Exception):
@@ -65,6 +67,10 @@ class ExportError(Irv2Error):
 
 class ClassLookupError(Irv2Error):
     """A class asked for by WordNet ID, index or label is unknown, or the label is ambiguous."""
+
+
+class CalibrationError(Irv2Error):
+    """The images given to calibrate or check the int8 runtime cannot be used."""
 
 
 class EngineError(Irv2Error):

@@ -29,7 +29,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 # (the generated weights come from one), an engine or the runtime artifact: it is slow.
 SLOW_FIXTURES = frozenset({"reference_model", "reference_notop", "top_weights", "notop_weights",
                            "weights", "cached_engines", "built_runtime", "notop_runtime",
-                           "runtime_ready"})
+                           "runtime_ready", "int8_runtime", "int8_ready", "int8_builds"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
@@ -110,11 +110,11 @@ def cached_engines(shared_engines, session_homes, monkeypatch):
 
     real = engines.load_engine
 
-    def engine_for(weights, backend="auto", notify=lambda message: None):
-        key = (str(Path(weights).resolve()), backend)
+    def engine_for(weights, backend="auto", notify=lambda message: None, precision="fp32"):
+        key = (str(Path(weights).resolve()), backend, precision)
         if key not in shared_engines:
             with irv2_home(session_homes(weights)):
-                shared_engines[key] = real(weights, backend, notify)
+                shared_engines[key] = real(weights, backend, notify, precision)
         return shared_engines[key]
 
     monkeypatch.setattr(engines, "load_engine", engine_for)
@@ -247,3 +247,86 @@ def runtime_ready(built_runtime, cache) -> Path:
     target = cache.irv2 / "runtime"
     shutil.copytree(built_runtime, target, ignore=shutil.ignore_patterns("*.lock"))
     return target
+
+
+def sample_variants(folder: Path, variants: dict[str, Callable]) -> Path:
+    """``folder``, made, holding each sample photo changed by each of ``variants`` (a name
+    suffix -> a function of a Pillow image): distinct images, as a user's photos are."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for sample in sorted(SAMPLES.glob("*.jpg")):
+        with Image.open(sample) as image:
+            rgb = image.convert("RGB")
+        for suffix, change in variants.items():
+            change(rgb).save(folder / f"{sample.stem}-{suffix}.jpg", quality=90)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def calibration_images(tmp_path_factory) -> Path:
+    """Eight photos to calibrate on: the samples, and their mirror images."""
+    from PIL import ImageOps
+
+    return sample_variants(tmp_path_factory.mktemp("calibration") / "photos",
+                           {"plain": lambda image: image, "mirror": ImageOps.mirror})
+
+
+@pytest.fixture(scope="session")
+def check_images(tmp_path_factory) -> Path:
+    """Eight other photos to check on: the samples upside down, and turned a quarter."""
+    from PIL import ImageOps
+
+    return sample_variants(tmp_path_factory.mktemp("check") / "photos",
+                           {"flip": ImageOps.flip,
+                            "turned": lambda image: image.rotate(90, expand=True)})
+
+
+@pytest.fixture(scope="session")
+def int8_runtime(top_weights, built_runtime, calibration_images, check_images,
+                 tmp_path_factory) -> Path:
+    """A runtime folder holding the int8 artifact for ``top_weights``, built once from
+    ``calibration_images`` and checked on ``check_images`` (and the fp32 one it was checked
+    against, copied from ``built_runtime``)."""
+    from irv2cli.pipeline.quantize import quantize
+
+    home = tmp_path_factory.mktemp("int8") / "irv2"
+    shutil.copytree(built_runtime, home / "runtime", ignore=shutil.ignore_patterns("*.lock"))
+    with irv2_home(home):
+        quantize(calibration_images, check_images, top_weights)
+    return home / "runtime"
+
+
+@pytest.fixture
+def int8_ready(int8_runtime, cache) -> Path:
+    """This test's cache holds a copy of the int8 artifact (its data, checksum and report too) for
+    ``top_weights``, and not the fp32 one."""
+    target = cache.irv2 / "runtime"
+    target.mkdir(parents=True)
+    for path in int8_runtime.glob("*-int8.onnx*"):
+        if not path.name.endswith(".lock"):
+            shutil.copy(path, target / path.name)
+    return target
+
+
+@pytest.fixture
+def int8_builds(monkeypatch, int8_runtime, top_weights) -> list[int]:
+    """The number of calibration images of every int8 build started; a build copies the
+    session's int8 artifact instead of quantizing."""
+    import numpy as np
+
+    from irv2cli.engines import onnx_runtime
+    from irv2cli.store.artifacts import data_path
+    from irv2cli.store.int8 import int8_artifact_path
+
+    good = int8_runtime / int8_artifact_path(top_weights).name
+    started = []
+
+    def copy_of_the_good_build(weights, built, notify, calibration=None):
+        assert calibration is not None  # quantize never builds the fp32 one itself
+        started.append(len(np.load(calibration, mmap_mode="r")))
+        shutil.copy(data_path(good), data_path(built))
+        return Path(shutil.copy(good, built))
+
+    monkeypatch.setattr(onnx_runtime, "_run_build_child", copy_of_the_good_build)
+    return started

@@ -1,5 +1,5 @@
-"""What several test modules share: ``irv2 predict`` in-process, folders of sample copies,
-small disks that fill up."""
+"""What several test modules share: ``irv2 predict`` in-process and as a process, folders
+of sample copies, small disks that fill up."""
 
 from __future__ import annotations
 
@@ -8,18 +8,76 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from irv2cli.cli.main import cli
+from irv2cli.engines.onnx_runtime import BUILD_CHILD
 
 
 def predict(*args) -> Result:
     """``irv2 predict ARGS`` through click's test runner; unexpected exceptions propagate."""
     return CliRunner().invoke(cli, ["predict", *map(str, args)], catch_exceptions=False)
+
+
+class Irv2Process:
+    """``python -m irv2cli ARGS``, its stderr collected line by line as it comes."""
+
+    def __init__(self, *args):
+        self.process = subprocess.Popen([sys.executable, "-m", "irv2cli", *map(str, args)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 240) -> None:
+        """Return once ``condition()`` holds, the process still running."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, f"it ended first:\n{self.stderr}"
+            assert time.monotonic() < deadline, f"timed out; it said:\n{self.stderr}"
+            time.sleep(0.05)
+
+    def wait(self, timeout: float = 600) -> int:
+        """Wait for the process to end by itself; its exit status."""
+        self.process.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return self.process.returncode
+
+    def stop(self, signum: int) -> float:
+        """Send ``signum``; return the seconds it took the process to exit."""
+        sent = time.monotonic()
+        self.process.send_signal(signum)
+        self.process.wait(timeout=60)
+        self._reader.join(timeout=5)
+        return time.monotonic() - sent
+
+
+def build_children(weights: Path) -> list[int]:
+    """Pids of live processes building the fast runtime for ``weights``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # it ended meanwhile
+        if BUILD_CHILD.encode() in args and str(weights).encode() in args:
+            found.append(int(cmdline.parent.name))
+    return found
 
 
 def copies(sample: Path, folder: Path, names: Iterable[str]) -> Path:

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from irv2cli.bench.harness import (
     DEFAULT_PREPROCESSING,
+    IRV2_INT8,
     IRV2_KERAS,
     IRV2_ON_RAY,
     IRV2_ONNX,
@@ -26,9 +27,10 @@ from irv2cli.cli.bench import benchmark_table, cold_start_table
 FOLDER, WEIGHTS, OUTPUT = Path("/data/small"), Path("/w/top.h5"), Path("/tmp/out.jsonl")
 
 
-def test_plan_lists_every_measurement_in_table_order():
-    assert plan([1, 8], [1]) == [(IRV2_ONNX, 1), (IRV2_ONNX, 8), (IRV2_KERAS, 8),
-                                 (KERAS_LOOP, 1), *((p, 8) for p in DEFAULT_PREPROCESSING)]
+def test_plan_lists_every_measurement_in_table_order_int8_beside_fp32():
+    assert plan([1, 8], [1]) == [(IRV2_ONNX, 1), (IRV2_INT8, 1), (IRV2_ONNX, 8), (IRV2_INT8, 8),
+                                 (IRV2_KERAS, 8), (KERAS_LOOP, 1),
+                                 *((p, 8) for p in DEFAULT_PREPROCESSING)]
     assert [p.images for p in DEFAULT_PREPROCESSING] == ["small", "photos"]
     assert plan([1, 8], [1], ray=True)[-1] == (IRV2_ON_RAY, 8)
 
@@ -48,6 +50,10 @@ def test_irv2_pipelines_run_predict_on_their_backend():
     default = DEFAULT_PREPROCESSING[1].command(FOLDER, WEIGHTS, 8, OUTPUT)
     assert "--resize" not in default and "--interpolation" not in default
     assert default[default.index("--backend") + 1] == "onnx"
+    assert default[default.index("--precision") + 1] == "fp32"
+    int8 = IRV2_INT8.command(FOLDER, WEIGHTS, 8, OUTPUT)
+    assert int8[int8.index("--precision") + 1] == "int8"
+    assert int8[int8.index("--backend") + 1] == "onnx" and "squash" in int8
 
 
 def test_the_baseline_calls_the_keras_loop_with_json_arguments():
@@ -71,19 +77,24 @@ def rendered(table) -> str:
     return out.getvalue()
 
 
-def summary(pipeline, top5) -> Summary:
-    return Summary(pipeline, 8, 10.0, [9.0, 11.0], 2.5, 900.0, top5)
+def summary(pipeline, top5, images_per_second=10.0) -> Summary:
+    return Summary(pipeline, 8, images_per_second, [9.0, 11.0], 2.5, 900.0, top5)
 
 
-def test_benchmark_rows_compare_top5_with_the_plain_keras_loop():
+def table_rows(text: str) -> dict[str, tuple[str, str]]:
+    """Each row's pipeline -> its last two columns (top-5 = Keras, vs fp32)."""
+    return {cells[1].strip(): (cells[-3].strip(), cells[-2].strip())
+            for cells in (line.split("│") for line in text.splitlines() if line.startswith("│"))}
+
+
+def test_benchmark_rows_compare_top5_with_the_plain_keras_loop_and_int8_with_fp32():
     same, other = {"a.jpg": [1, 2]}, {"a.jpg": [2, 1]}
-    text = rendered(benchmark_table([summary(IRV2_ONNX, same), summary(KERAS_LOOP, same),
-                                     summary(IRV2_KERAS, other),
+    text = rendered(benchmark_table([summary(IRV2_ONNX, same), summary(IRV2_INT8, other, 31.0),
+                                     summary(KERAS_LOOP, same), summary(IRV2_KERAS, other),
                                      summary(DEFAULT_PREPROCESSING[1], other)]))
-    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip()
-            for line in text.splitlines() if line.startswith("│")}
-    assert rows == {"irv2 onnx": "yes", "keras": "yes", "irv2 keras": "NO",
-                    "irv2 onnx, 12 MP photos": "-"}
+    assert table_rows(text) == {"irv2 onnx": ("yes", "-"), "irv2 onnx int8": ("-", "3.1x"),
+                                "keras": ("yes", "-"), "irv2 keras": ("NO", "-"),
+                                "irv2 onnx, 12 MP photos": ("-", "-")}
 
 
 def test_cold_start_rows_show_the_speed_up_over_the_slowest():

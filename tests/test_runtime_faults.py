@@ -269,8 +269,8 @@ def nan_after_first_batch(top_weights, cached_engines, monkeypatch):
                 return self.engine(batch)
             return {PROBABILITIES: np.full((len(batch), 1000), np.nan, np.float32)}
 
-    def broken(weights, backend="auto", notify=lambda message: None):
-        return Broken(loaded(weights, backend, notify))
+    def broken(weights, backend="auto", notify=lambda message: None, precision="fp32"):
+        return Broken(loaded(weights, backend, notify, precision))
 
     monkeypatch.setattr(engines, "load_engine", broken)
     return top_weights

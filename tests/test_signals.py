@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from support import copies, numbered
+from support import Irv2Process, build_children, copies, numbered
 
-from irv2cli.engines.onnx_runtime import BUILD_CHILD
 from irv2cli.spec import SPEC
 from irv2cli.store.artifacts import artifact_path
 from irv2cli.store.weights import cached_weights_path
@@ -29,55 +24,6 @@ pytestmark = [pytest.mark.skipif(not Path("/proc/self/cmdline").exists(),
               pytest.mark.slow]  # every test starts a process
 
 PROMPTLY_S = 5.0  # a build takes half a minute; a lock may be held for minutes
-
-
-class Irv2Process:
-    """``python -m irv2cli ARGS``, its stderr collected line by line as it comes."""
-
-    def __init__(self, *args):
-        self.process = subprocess.Popen([sys.executable, "-m", "irv2cli", *map(str, args)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    def wait_until(self, condition: Callable[[], bool], timeout: float = 240) -> None:
-        """Return once ``condition()`` holds, the process still running."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.process.poll() is None, f"it ended first:\n{self.stderr}"
-            assert time.monotonic() < deadline, f"timed out; it said:\n{self.stderr}"
-            time.sleep(0.05)
-
-    def stop(self, signum: int) -> float:
-        """Send ``signum``; return the seconds it took the process to exit."""
-        sent = time.monotonic()
-        self.process.send_signal(signum)
-        self.process.wait(timeout=60)
-        self._reader.join(timeout=5)
-        return time.monotonic() - sent
-
-
-def build_children(weights: Path) -> list[int]:
-    """Pids of live processes building the fast runtime for ``weights``."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue  # it ended meanwhile
-        if BUILD_CHILD.encode() in args and str(weights).encode() in args:
-            found.append(int(cmdline.parent.name))
-    return found
 
 
 @pytest.fixture

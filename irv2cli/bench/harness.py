@@ -44,20 +44,26 @@ def python_call(module: str, function: str, *arguments: str | int | Path) -> lis
 
 @dataclass(frozen=True)
 class Pipeline:
-    """One way of classifying a folder: ``irv2 predict`` on ``backend`` and ``engine``, or
-    the plain Keras loop (``backend`` None, the baseline); with Keras's preprocessing
-    (squash, nearest: its top-5 must equal Keras's) or irv2's defaults; on small images or
-    12 MP photos."""
+    """One way of classifying a folder: ``irv2 predict`` on ``backend`` and ``engine`` in
+    ``precision``, or the plain Keras loop (``backend`` None, the baseline); with Keras's
+    preprocessing (squash, nearest: in fp32 its top-5 must equal Keras's) or irv2's
+    defaults; on small images or 12 MP photos."""
 
     name: str
     backend: str | None
     keras_preprocessing: bool = True
     images: Images = "small"
+    precision: str = "fp32"
     engine: str = "local"
 
     @property
     def is_baseline(self) -> bool:
         return self.backend is None
+
+    @property
+    def exact(self) -> bool:
+        """Whether its top-5 must be Keras's (int8 approximates)."""
+        return self.precision == "fp32"
 
     def command(self, folder: Path, weights: Path, batch_size: int, output: Path
                 ) -> list[str]:
@@ -69,10 +75,12 @@ class Pipeline:
                 str(weights), "--output", str(output), "--overwrite", "--quiet",
                 "--batch-size", str(batch_size),
                 *(KERAS_PREPROCESSING if self.keras_preprocessing else ()),
-                "--backend", self.backend, "--engine", self.engine]
+                "--backend", self.backend, "--precision", self.precision,
+                "--engine", self.engine]
 
 
 IRV2_ONNX = Pipeline("irv2 onnx", "onnx")
+IRV2_INT8 = Pipeline("irv2 onnx int8", "onnx", precision="int8")
 IRV2_KERAS = Pipeline("irv2 keras", "keras")
 KERAS_LOOP = Pipeline("keras", None)
 # irv2's default preprocessing (centre crop, bicubic), where big JPEGs are decoded at a
@@ -89,11 +97,12 @@ IRV2_ON_RAY = Pipeline("irv2 onnx, --engine ray", "onnx", engine="ray")
 
 def plan(batch_sizes: list[int], keras_batch_sizes: list[int], ray: bool = False
          ) -> list[tuple[Pipeline, int]]:
-    """Every folder measurement, in the order of the table: irv2 onnx at each batch size,
-    irv2 keras and irv2's own preprocessing at the largest, the Keras loop at its own,
-    and with ``ray`` irv2 onnx on Ray at the largest."""
+    """Every folder measurement, in the order of the table: irv2 onnx in fp32 then int8 at
+    each batch size, irv2 keras and irv2's own preprocessing at the largest, the Keras
+    loop at its own, and with ``ray`` irv2 onnx on Ray at the largest."""
     batch = max(batch_sizes)
-    return ([(IRV2_ONNX, b) for b in batch_sizes] + [(IRV2_KERAS, batch)]
+    return ([(p, b) for b in batch_sizes for p in (IRV2_ONNX, IRV2_INT8)]
+            + [(IRV2_KERAS, batch)]
             + [(KERAS_LOOP, b) for b in keras_batch_sizes]
             + [(pipeline, batch) for pipeline in DEFAULT_PREPROCESSING]
             + ([(IRV2_ON_RAY, batch)] if ray else []))
@@ -208,17 +217,28 @@ def measure(pipeline: Pipeline, batch_size: int, small: Path, large: Path, weigh
                        _top5(out_large))
 
 
-def cold_starts(weights: Path, image: Path, env: dict[str, str], runs: int) -> list[ColdStart]:
-    """``irv2 predict IMAGE`` (official weights installed, runtime artifact built) against
-    the plain Keras recipe, each ``runs`` times from process start."""
+def quantize_command(calibration: Path, weights: Path | None = None) -> list[str]:
+    """``irv2 quantize`` on ``calibration`` for ``weights`` (default: the official file)."""
+    return [sys.executable, "-m", "irv2cli", "quantize", "--calibrate", str(calibration),
+            *(("--weights", str(weights)) if weights is not None else ())]
+
+
+def cold_starts(weights: Path, image: Path, calibration: Path, env: dict[str, str],
+                runs: int) -> list[ColdStart]:
+    """``irv2 predict IMAGE`` in fp32 and int8 (official weights installed, runtime
+    artifacts built, int8 calibrated on ``calibration``) against the plain Keras recipe,
+    each ``runs`` times from process start."""
     installed = Path(env["IRV2_HOME"]) / "weights" / SPEC.top_weights.filename
     installed.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(weights, installed)
     irv2 = [sys.executable, "-m", "irv2cli", "predict", str(image)]
     recipe = python_call("irv2cli.bench.baselines", "keras_recipe", weights, image)
-    subprocess.run(irv2, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)  # builds the artifact
-    commands = {"irv2 predict (onnx)": irv2, "Keras recipe": recipe}
+    for build in (irv2, quantize_command(calibration)):  # the artifacts
+        subprocess.run(build, env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    commands = {"irv2 predict (onnx)": irv2,
+                "irv2 predict (onnx int8)": [*irv2, "--precision", "int8"],
+                "Keras recipe": recipe}
     timings: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
     # Interleaved, so a slow spell of a shared machine hits both commands alike.
     for _ in range(runs):
@@ -245,11 +265,14 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
                                        weights), env=env, check=True,
                            stderr=subprocess.DEVNULL)
         sources = [samples / name for name in SAMPLE_SOURCES if (samples / name).exists()]
+        calibration = make_folder(scratch / "calibration", len(sources), sources)
         progress("measuring cold starts...")
-        starts = cold_starts(weights, sources[0], env, cold_runs)
-        progress("building the runtime artifact for these weights...")
+        starts = cold_starts(weights, sources[0], calibration, env, cold_runs)
+        progress("building the runtime artifacts (fp32, int8) for these weights...")
         subprocess.run([sys.executable, "-m", "irv2cli", "predict", str(sources[0]),
                         "--weights", str(weights), "--quiet"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(quantize_command(calibration, weights), env=env, check=True,
                        stdout=subprocess.DEVNULL)
         photos = make_phone_photos(scratch / "photo-sources", sources)
         folders = {kind: (make_folder(scratch / f"{kind}-small", small, files),

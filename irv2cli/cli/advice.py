@@ -22,6 +22,8 @@ FLAG_ADVICE = {
                   "`irv2 download-weights --mirror URL`) to a base URL that serves the same "
                   "file name, or fetch the file elsewhere and run "
                   "`irv2 download-weights --from-file PATH`"),
+    Hint.QUANTIZE: ("run `irv2 quantize --calibrate DIR` on a folder of a few hundred of your "
+                    "own photos to build it"),
 }
 
 

@@ -48,10 +48,11 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
           ray):
     """Measure folder classification against a plain Keras loop on this machine.
 
-    Prints the cold start of `irv2 predict IMAGE` against the plain Keras recipe, then
-    images/s (marginal: a small and a large folder, so start-up cancels), the time from
-    process start to the first result, and peak RSS, for each pipeline and batch size.
-    Uses generated weights and a temporary cache. Takes several minutes.
+    Prints the cold start of `irv2 predict IMAGE` (fp32 and int8) against the plain Keras
+    recipe, then images/s (marginal: a small and a large folder, so start-up cancels),
+    the time from process start to the first result, and peak RSS, for each pipeline and
+    batch size, int8 beside fp32. Uses generated weights and a temporary cache (the int8
+    runtime calibrated on the sample photos). Takes several minutes.
     """
     from rich.console import Console
 
@@ -70,20 +71,26 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
 
 def benchmark_table(results: list[Summary]) -> Table:
     """Folder measurements; top-5 agreement is against the first baseline row
-    (plain Keras), for rows with Keras's preprocessing (irv2's default differs on purpose)."""
+    (plain Keras), for fp32 rows with Keras's preprocessing (irv2's default differs on
+    purpose, int8 approximates); int8 rows give their speed against fp32 at that batch."""
     from rich.table import Table
 
     reference = next((m.top5 for m in results if m.pipeline.is_baseline), None)
+    fp32 = {m.batch_size: m.images_per_second for m in results
+            if m.pipeline.backend == "onnx" and m.pipeline.exact and m.pipeline.images == "small"
+            and m.pipeline.keras_preprocessing}
     table = Table(title="folder classification (marginal img/s, start-up excluded; median)")
     for column in ("pipeline", "batch", "img/s", "rounds", "first result (s)",
-                   "peak RSS (MB)", "top-5 = Keras"):
+                   "peak RSS (MB)", "top-5 = Keras", "vs fp32"):
         table.add_column(column, justify="left" if column == "pipeline" else "right")
     for m in results:
         same = ("-" if reference is None or not m.pipeline.keras_preprocessing
-                else "yes" if m.top5 == reference else "NO")
+                or not m.pipeline.exact else "yes" if m.top5 == reference else "NO")
+        speed_up = ("-" if m.pipeline.exact or m.batch_size not in fp32
+                    else f"{m.images_per_second / fp32[m.batch_size]:.1f}x")
         table.add_row(m.pipeline.name, str(m.batch_size), f"{m.images_per_second:.2f}",
                       " ".join(f"{r:.2f}" for r in m.rounds), f"{m.first_result_s:.1f}",
-                      f"{m.peak_rss_mb:.0f}", same)
+                      f"{m.peak_rss_mb:.0f}", same, speed_up)
     return table
 
 

@@ -8,20 +8,23 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 
-def start_engine(weights: Path | None, backend: str, *, resume: bool, quiet: bool):
+
+def start_engine(weights: Path | None, backend: str, precision: str, *, resume: bool,
+                 quiet: bool):
     """The engine for ``weights`` (default: the official file), loading on a thread, or
     deferred until the run needs it: when resuming (there may be nothing left to do) or
     when the official file must first be downloaded (its bar needs the terminal)."""
     from ..pipeline.preload import Deferred, start_loading
 
-    engine = None if resume else start_loading(weights, backend, quiet)
+    engine = None if resume else start_loading(weights, backend, quiet, precision)
     if engine is None:
-        engine = Deferred(lambda: _download_then_load(weights, backend, quiet))
+        engine = Deferred(lambda: _download_then_load(weights, backend, precision, quiet))
     return engine
 
 
-def _download_then_load(weights: Path | None, backend: str, quiet: bool):
+def _download_then_load(weights: Path | None, backend: str, precision: str, quiet: bool):
     from ..engines.base import load_engine
     from .official import official_weights
     from .render import stderr_console
@@ -34,7 +37,7 @@ def _download_then_load(weights: Path | None, backend: str, quiet: bool):
 
     if weights is None:
         weights = official_weights(console, quiet)
-    return load_engine(weights, backend, notify)
+    return load_engine(weights, backend, notify, precision)
 
 
 def start_decoders(inputs: tuple[str, ...], workers: int | None, memory: int, timeout: float,
@@ -71,29 +74,32 @@ def open_html_report(report: Path | None, inputs: tuple[str, ...], output: Path 
 
 def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Callable | None,
            *, doing: str, done: str, quiet: bool, verbose: bool, resume: bool,
-           weights: Path | None, backend: str, workers: int | None, decode_memory: int,
-           decode_timeout: float, engine: str = "local", ray_address: str | None = None,
-           actors: int | None = None, ray_node_ip: str | None = None,
-           report: Path | None = None, **fields) -> int:
+           weights: Path | None, backend: str, precision: str, workers: int | None,
+           decode_memory: int, decode_timeout: float, engine: str = "local",
+           ray_address: str | None = None, actors: int | None = None,
+           ray_node_ip: str | None = None, report: Path | None = None, **fields) -> int:
     """Run a command over ``inputs`` into ``output`` (else ``stdout_sink()``), and an HTML
     ``report`` if asked: start the engine and the workers, then import the rest and run;
     return the exit status. ``doing``/``done`` name the work on the bar and in the
     summary ("classified"). ``engine="ray"`` runs on a Ray cluster instead (see
     ``on_ray``; ``output`` may then be a folder of shards). ``fields`` are the other
     flags of ``options.run_options`` and ``RunOptions`` fields."""
+    if precision == "int8" and backend == "keras":
+        raise click.UsageError("--precision int8 runs on the onnx backend; the keras "
+                               "backend computes in fp32 only.")
     if engine == "ray":
         from .on_ray import launch_on_ray
 
         return launch_on_ray(inputs, output, stdout_sink, doing=doing, done=done,
                              quiet=quiet, verbose=verbose, ray_address=ray_address,
                              actors=actors, ray_node_ip=ray_node_ip, resume=resume,
-                             weights=weights, backend=backend, workers=workers,
-                             decode_memory=decode_memory, decode_timeout=decode_timeout,
-                             **fields)
+                             weights=weights, backend=backend, precision=precision,
+                             workers=workers, decode_memory=decode_memory,
+                             decode_timeout=decode_timeout, **fields)
     with open_html_report(report, inputs, output,
                           # a resumed run replaces the report of the run it finishes
                           overwrite=fields.get("overwrite", False) or resume) as html:
-        engine = start_engine(weights, backend, resume=resume, quiet=quiet)
+        engine = start_engine(weights, backend, precision, resume=resume, quiet=quiet)
         decoders = start_decoders(inputs, workers, decode_memory, decode_timeout,
                                   resume=resume)
         try:
@@ -101,7 +107,8 @@ def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Call
             from .runs import execute, options_from_flags
 
             options = options_from_flags(resume=resume, weights=weights, backend=backend,
-                                         workers=workers, decode_memory=decode_memory,
+                                         precision=precision, workers=workers,
+                                         decode_memory=decode_memory,
                                          decode_timeout=decode_timeout,
                                          pixels=html is not None, **fields)
             sink = output if output is not None else stdout_sink()

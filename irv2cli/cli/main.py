@@ -19,6 +19,7 @@ COMMANDS = {
     "predict": "predict:predict",
     "embed": "embed:embed",
     "explain": "explain:explain",
+    "quantize": "quantize:quantize",
     "download-weights": "weights:download_weights",
     "export": "export:export",
     "bench": "bench:bench",

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from ..spec import BACKENDS, DEFAULT_MAX_PIXELS, ENGINES, INTERPOLATIONS, RESIZE_MODES, SPEC
+from ..spec import (
+    BACKENDS,
+    DEFAULT_MAX_PIXELS,
+    ENGINES,
+    INTERPOLATIONS,
+    PRECISIONS,
+    RESIZE_MODES,
+    SPEC,
+)
 
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -119,6 +127,11 @@ run_options = bundle(
                  help="onnx: ONNX Runtime on an artifact built once per weights file and "
                       "cached (no TensorFlow at run time); keras: the reference Keras model; "
                       "auto: onnx. Env: IRV2_BACKEND."),
+    click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+                 show_default=True, envvar="IRV2_PRECISION",
+                 help="fp32: the network as trained (exact); int8: the onnx backend on the "
+                      "int8 runtime that `irv2 quantize` builds from your own photos, "
+                      "about 3x faster on CPUs with VNNI or AMX. Env: IRV2_PRECISION."),
     weights_option,
     preprocessing_options,
     engine_options,

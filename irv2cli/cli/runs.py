@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from rich.text import Text
 
 from ..inputs.decoding import DecodeLimits
 from ..inputs.images import Preprocessing
+from ..pipeline.preload import Deferred
 from ..pipeline.run import EngineSource, RunInterrupted, RunOptions, RunProgress, RunSummary, run
 from ..results.records import Record
 from ..results.writers import Output, shown
@@ -90,12 +92,13 @@ def execute(inputs: Iterable[str | os.PathLike], sink: Output | Path, options: R
     except RunInterrupted as interrupt:
         display.stop()  # before the last words, which go below the bar
         finish_report(report, interrupt.summary, interrupted=True)
-        summarize(console, interrupt.summary, done, quiet, interrupted=True)
+        summarize(console, interrupt.summary, done, quiet, interrupted=True,
+                  notes=engine_notes(engine))
         return exit_status(interrupt.__cause__ or interrupt)
     finally:
         display.stop()
     finish_report(report, summary)
-    summarize(console, summary, done, quiet)
+    summarize(console, summary, done, quiet, notes=engine_notes(engine))
     return EXIT_FAILED_INPUTS if summary.any_failed else EXIT_OK
 
 
@@ -124,10 +127,25 @@ def finish_report(report: HtmlReport | None, summary: RunSummary,
     report.finish(summary.elapsed, notes)
 
 
+def engine_notes(engine: EngineSource) -> list[str]:
+    """What the summary says about the engine the run loaded: how the int8 runtime was
+    calibrated and how it measured against fp32 (nothing for fp32, or if none loaded)."""
+    if isinstance(engine, Future):
+        engine = engine.result() if engine.done() and not engine.exception() else None
+    elif isinstance(engine, Deferred):
+        engine = engine.loaded
+    report = getattr(engine, "report", None)
+    if report is None:
+        return []
+    from .quantize import report_lines
+
+    return report_lines(report)
+
+
 def summarize(console: Console, summary: RunSummary, done: str, quiet: bool,
-              interrupted: bool = False) -> None:
+              interrupted: bool = False, notes: Iterable[str] = ()) -> None:
     """The run's last words on stderr: how to finish it if interrupted; unless ``quiet``,
-    counts and speed."""
+    counts and speed, then ``notes`` (on the engine)."""
     written = summary.classified + summary.failed
     if interrupted and summary.output is None:
         console.print(f"Interrupted: {written} results were written.", style="yellow")
@@ -145,3 +163,5 @@ def summarize(console: Console, summary: RunSummary, done: str, quiet: bool,
         if summary.failed_before:
             line += f" ({summary.failed_before} of them failed)"
     console.print(line, style="dim")
+    for note in notes:
+        console.print(Text(note, style="dim"))

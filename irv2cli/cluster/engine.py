@@ -166,7 +166,7 @@ class RayEngine:
             return decoded.map_batches(
                 Infer, batch_size=options.batch_size, batch_format="numpy",
                 fn_constructor_args=(options.weights, options.backend, options.outputs,
-                                     options.top_k),
+                                     options.top_k, options.precision),
                 compute=pools(size=actors), num_cpus=ENGINE_CPUS, **RETRIED)
 
 

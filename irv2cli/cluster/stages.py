@@ -106,16 +106,17 @@ class Infer:
     """Runs the network on decoded rows, in an actor that loads the engine once: the
     cached artifact of the weights on this node (built by the first actor that needs
     it; the others wait for it), or the official weights, fetched into this node's cache
-    when it lacks them."""
+    when it lacks them. In ``precision`` int8, the node's own int8 artifact, which
+    ``irv2 quantize`` must have built there."""
 
     def __init__(self, weights: Path | None, backend: str, outputs: tuple[str, ...],
-                 top_k: int):
+                 top_k: int, precision: str = "fp32"):
         from ..engines.base import check_outputs, load_engine
         from ..store.weights import ensure_weights
 
         self.failure: Irv2Error | None = None
         try:
-            engine = load_engine(weights or ensure_weights(), backend)
+            engine = load_engine(weights or ensure_weights(), backend, precision=precision)
             check_outputs(engine.outputs, outputs, weights)
         except Irv2Error as exc:
             # Raised here, it would kill the actor, and reach the driver as Ray's text

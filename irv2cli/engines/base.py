@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import EngineError, Hint
-from ..spec import BACKENDS, PROBABILITIES
+from ..spec import BACKENDS, PRECISIONS, PROBABILITIES
 
 Outputs = dict[str, np.ndarray]
 
@@ -57,15 +57,26 @@ def class_probabilities(outputs: Outputs) -> np.ndarray:
 
 
 def load_engine(weights: str | Path, backend: str = "auto",
-                notify: Callable[[str], None] = lambda message: None) -> Engine:
+                notify: Callable[[str], None] = lambda message: None,
+                precision: str = "fp32") -> Engine:
     """The engine for ``weights``: ``onnx`` (ONNX Runtime on a cached artifact, built on
-    first use), ``keras`` (the reference), or ``auto``, which is ``onnx``."""
+    first use), ``keras`` (the reference), or ``auto``, which is ``onnx``. ``precision``
+    ``int8`` is ONNX Runtime on the int8 artifact, which must have been built first
+    (``pipeline.quantize``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if backend == "keras" and precision == "int8":
+        raise ValueError("the Keras reference computes in fp32 only; int8 runs on onnx")
     if backend == "keras":
         from .keras_engine import KerasEngine
 
         return KerasEngine(weights)
+    if precision == "int8":
+        from .int8 import load_int8_engine
+
+        return load_int8_engine(Path(weights), notify)
     from .onnx_runtime import load_onnx_engine
 
     return load_onnx_engine(Path(weights), notify)

@@ -38,6 +38,9 @@ LOAD_ERRORS = (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile)
 Notify = Callable[[str], None]
 
 BUILD_CHILD = "irv2cli.export.artifact"  # run as a module, so this one never imports it
+FP32_BUILD = "building the fast runtime for these weights (once; about half a minute)..."
+INT8_BUILD = ("building the int8 runtime for these weights (half a minute, plus the "
+              "calibration images through the network)...")
 
 
 class OnnxEngine:
@@ -98,18 +101,22 @@ def _load_if_sound(target: Path, notify: Notify = lambda message: None) -> OnnxE
     return None
 
 
-def _run_build_child(weights: Path, built: Path, notify: Notify) -> Path:
+def _run_build_child(weights: Path, built: Path, notify: Notify,
+                     calibration: Path | None = None) -> Path:
     """Build the artifact in a child process writing ``built`` (named as the artifact will
-    be, since the graph names its data file) in a scratch folder; ``notify`` hears when
-    the weights are accepted and the build begins. The child is killed if this program is
-    interrupted or ends meanwhile."""
+    be, since the graph names its data file) in a scratch folder; the int8 one with the
+    images saved in ``calibration``. ``notify`` hears when the weights are accepted and
+    the build begins. The child is killed if this program is interrupted or ends
+    meanwhile."""
     refusal, log = built.with_name("refusal.txt"), built.with_name("log")
+    extra = [] if calibration is None else [str(calibration)]
     with open(log, "wb") as log_file:
         child = subprocess.Popen(
-            [sys.executable, "-m", BUILD_CHILD, str(weights), str(built), str(refusal)],
+            [sys.executable, "-m", BUILD_CHILD, str(weights), str(built), str(refusal), *extra],
             stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        _wait(child, artifacts.started_marker(built), notify)
+        _wait(child, artifacts.started_marker(built), notify,
+              FP32_BUILD if calibration is None else INT8_BUILD)
     finally:
         if child.poll() is None:
             child.kill()
@@ -133,8 +140,8 @@ def _refused(refusal: Path) -> WeightsError:
     return WeightsError(record["message"], Hint[hint] if hint else None)
 
 
-def _wait(child: subprocess.Popen, started: Path, notify: Notify) -> None:
-    """Wait for ``child``, saying once that the build began when ``started`` appears.
+def _wait(child: subprocess.Popen, started: Path, notify: Notify, building: str) -> None:
+    """Wait for ``child``, saying ``building`` once when ``started`` appears.
     Ctrl-C interrupts the wait, and so does the program's end."""
     said = False
     while True:
@@ -144,5 +151,5 @@ def _wait(child: subprocess.Popen, started: Path, notify: Notify) -> None:
         except subprocess.TimeoutExpired:
             check_abandoned()
         if not said and started.exists():
-            notify("building the fast runtime for these weights (once; about half a minute)...")
+            notify(building)
             said = True

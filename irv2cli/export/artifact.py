@@ -1,8 +1,10 @@
 """Build the fast runtime's artifact: the network with named outputs, exported to ONNX and
-optimised by ONNX Runtime for this machine. Needs TensorFlow.
+optimised by ONNX Runtime for this machine; with calibration images, its int8 form.
+Needs TensorFlow.
 
 The engine runs it as a child process that it can stop at once:
-``python -m irv2cli.export.artifact WEIGHTS OUT REFUSAL``. A weights file that does not
+``python -m irv2cli.export.artifact WEIGHTS OUT REFUSAL [CALIBRATION]``, where
+``CALIBRATION`` is a ``.npy`` of uint8 images (see ``int8``). A weights file that does not
 fit is refused before TensorFlow is imported: the ``WeightsError`` goes to ``REFUSAL``
 (see ``write_refusal``) and the exit status is 3. Once the weights are accepted, the
 child creates the started marker beside ``OUT``. It exits when its parent does.
@@ -22,19 +24,23 @@ from ..network.h5weights import weights_include_top
 from ..store.artifacts import data_path, started_marker
 
 
-def build_artifact(weights: Path, out: Path) -> Path:
+def build_artifact(weights: Path, out: Path, calibration: Path | None = None) -> Path:
     """Export ``weights`` to ONNX with the outputs ``probabilities`` and ``features`` (only
-    ``features`` for notop weights) and write ONNX Runtime's optimisation of it for this
-    machine to ``out`` (see ``optimise_for_this_machine``). Scratch files go beside
-    ``out`` and are removed."""
+    ``features`` for notop weights), quantize it to int8 on the images of ``calibration``
+    if given, and write ONNX Runtime's optimisation of it for this machine to ``out`` (see
+    ``optimise_for_this_machine``). Scratch files go beside ``out`` and are removed."""
     from ..network.heads import load_named_outputs
     from .onnx_graph import export_onnx
 
     model = load_named_outputs(weights)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as scratch:
-        plain = export_onnx(model, Path(scratch) / "plain.onnx")
+        graph = export_onnx(model, Path(scratch) / "plain.onnx")
         del model
-        return optimise_for_this_machine(plain, out)
+        if calibration is not None:
+            from .int8 import quantize_plain
+
+            graph = quantize_plain(graph, calibration, Path(scratch) / "int8.onnx")
+        return optimise_for_this_machine(graph, out)
 
 
 def optimise_for_this_machine(graph: Path, out: Path) -> Path:
@@ -54,17 +60,18 @@ def optimise_for_this_machine(graph: Path, out: Path) -> Path:
 
 
 def build_child_main() -> None:
-    """The build child: ``build_artifact(weights, out)`` from the command line; a weights
-    file that does not fit is written to ``refusal``. It exits when its parent does."""
+    """The build child: ``build_artifact(weights, out[, calibration])`` from the command
+    line; a weights file that does not fit is written to ``refusal``. It exits when its
+    parent does."""
     threading.Thread(target=_exit_with_parent, daemon=True).start()
-    weights, out, refusal = map(Path, sys.argv[1:4])
+    weights, out, refusal, *calibration = map(Path, sys.argv[1:])
     try:
         weights_include_top(weights)
     except WeightsError as exc:
         write_refusal(refusal, exc)
         sys.exit(3)
     started_marker(out).touch()
-    build_artifact(weights, out)
+    build_artifact(weights, out, *calibration)
 
 
 def write_refusal(path: Path, error: WeightsError) -> None:

@@ -28,14 +28,14 @@ if TYPE_CHECKING:
     from ..engines.base import Engine
 
 
-def _load(weights: Path, backend: str, quiet: bool):
+def _load(weights: Path, backend: str, quiet: bool, precision: str):
     from ..engines.base import load_engine
 
     def notify(message: str) -> None:
         if not quiet:
             print(message, file=sys.stderr)
 
-    return load_engine(weights, backend, notify)
+    return load_engine(weights, backend, notify, precision)
 
 
 def _fulfil(future: Future, *args) -> None:
@@ -58,8 +58,14 @@ class Deferred:
             self._engine = self._load()
         return self._engine
 
+    @property
+    def loaded(self) -> Engine | None:
+        """The engine, if a run has loaded it."""
+        return self._engine
 
-def start_loading(weights: Path | None, backend: str, quiet: bool = False) -> Future | None:
+
+def start_loading(weights: Path | None, backend: str, quiet: bool = False,
+                  precision: str = "fp32") -> Future | None:
     """A future engine for ``weights`` (default: the installed official file), loading on a
     background thread; ``None`` when the official file still has to be downloaded."""
     if weights is None:
@@ -67,6 +73,6 @@ def start_loading(weights: Path | None, backend: str, quiet: bool = False) -> Fu
         if not weights.exists():
             return None
     future: Future = Future()
-    threading.Thread(target=_fulfil, args=(future, weights, backend, quiet),
+    threading.Thread(target=_fulfil, args=(future, weights, backend, quiet, precision),
                      name="irv2-engine", daemon=True).start()
     return future

@@ -47,6 +47,7 @@ class RunOptions:
 
     weights: Path | None = None  # default: the official file, fetched if missing
     backend: str = "auto"
+    precision: str = "fp32"  # or "int8": the artifact built by pipeline.quantize
     top_k: int = 5
     outputs: tuple[str, ...] = (PROBABILITIES,)
     batch_size: int = 8
@@ -269,7 +270,7 @@ def _resolve(engine: EngineSource | None, options: RunOptions, notify: Notify) -
     from ..store.weights import ensure_weights
 
     weights = options.weights or ensure_weights(notify=notify)
-    return load_engine(weights, options.backend, notify)
+    return load_engine(weights, options.backend, notify, options.precision)
 
 
 class _NoWriter:
