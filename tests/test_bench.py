@@ -91,10 +91,12 @@ def test_benchmark_rows_compare_top5_with_the_plain_keras_loop_and_int8_with_fp3
     same, other = {"a.jpg": [1, 2]}, {"a.jpg": [2, 1]}
     text = rendered(benchmark_table([summary(IRV2_ONNX, same), summary(IRV2_INT8, other, 31.0),
                                      summary(KERAS_LOOP, same), summary(IRV2_KERAS, other),
-                                     summary(DEFAULT_PREPROCESSING[1], other)]))
+                                     summary(DEFAULT_PREPROCESSING[1], other),
+                                     summary(IRV2_ON_RAY, same, 5.0)]))
     assert table_rows(text) == {"irv2 onnx": ("yes", "-"), "irv2 onnx int8": ("-", "3.1x"),
                                 "keras": ("yes", "-"), "irv2 keras": ("NO", "-"),
-                                "irv2 onnx, 12 MP photos": ("-", "-")}
+                                "irv2 onnx, 12 MP photos": ("-", "-"),
+                                "irv2 onnx, --engine ray": ("yes", "-")}
 
 
 def test_cold_start_rows_show_the_speed_up_over_the_slowest():

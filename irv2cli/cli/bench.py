@@ -78,7 +78,7 @@ def benchmark_table(results: list[Summary]) -> Table:
     reference = next((m.top5 for m in results if m.pipeline.is_baseline), None)
     fp32 = {m.batch_size: m.images_per_second for m in results
             if m.pipeline.backend == "onnx" and m.pipeline.exact and m.pipeline.images == "small"
-            and m.pipeline.keras_preprocessing}
+            and m.pipeline.keras_preprocessing and m.pipeline.engine == "local"}
     table = Table(title="folder classification (marginal img/s, start-up excluded; median)")
     for column in ("pipeline", "batch", "img/s", "rounds", "first result (s)",
                    "peak RSS (MB)", "top-5 = Keras", "vs fp32"):
