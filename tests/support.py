@@ -124,3 +124,15 @@ def fill(disk: Path, leave: int) -> Path:
         os.close(fd)
     os.truncate(filler, filler.stat().st_size - leave)
     return filler
+
+
+def truncate(path: Path) -> None:
+    """Damage a file: cut it to half its size."""
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def replace_with_folder(path: Path) -> None:
+    """Damage a file: a folder in its place."""
+    path.unlink()
+    path.mkdir()
+    (path / "inside.txt").write_text("not an artifact")

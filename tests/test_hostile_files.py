@@ -232,16 +232,21 @@ def test_a_folder_of_hostile_files_finishes_with_every_file_once(folder_run):
     folder, out, command = folder_run
     done = subprocess.run([*command, "--verbose"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
-    records = records_by_name(out)
+    assert_every_hostile_file_once(records_by_name(out), done.stderr, folder)
+
+
+def assert_every_hostile_file_once(records: dict[str, dict], stderr: str, folder: Path) -> None:
+    """What a ``--verbose`` run of ``hostile_folder`` must give: each file once, classified
+    or with the error its misbehaviour earns, no traceback, and the decoder's noise shown
+    as warnings naming its file."""
     assert set(records) == set(EXPECTED_ERRORS) | CLASSIFIED
     for name in CLASSIFIED:
         assert records[name]["error"] is None and len(records[name]["predictions"]) == 5
     for name, says in EXPECTED_ERRORS.items():
         assert says in records[name]["error"] and records[name]["predictions"] == []
-    assert "5 classified, 8 failed" in done.stderr
-    assert "Traceback" not in done.stderr
-    # Decoder noise shows only on request (--verbose), as a warning naming its file.
-    noise = [line for line in done.stderr.splitlines() if "b_warn" in line]
+    assert "5 classified, 8 failed" in stderr
+    assert "Traceback" not in stderr
+    noise = [line for line in stderr.splitlines() if "b_warn" in line]
     assert noise == [
         f"warning: {folder / 'b_warn.img'}: UserWarning: hostile decoder: corrupt metadata",
         f"warning: {folder / 'b_warn.img'}: TIFFFillStrip: hostile C-library noise",

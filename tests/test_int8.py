@@ -9,7 +9,6 @@ real build, and two at once, are in ``test_int8_attacks.py``.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from support import predict
+from support import predict, replace_with_folder, truncate
 
 from irv2cli.cli.main import cli
 from irv2cli.engines.base import load_engine
@@ -167,16 +166,6 @@ def overwrite_middle(path: Path) -> None:
     with open(path, "r+b") as f:
         f.seek(path.stat().st_size // 2)
         f.write(b"\0" * 64)
-
-
-def truncate(path: Path) -> None:
-    os.truncate(path, path.stat().st_size // 2)
-
-
-def replace_with_folder(path: Path) -> None:
-    path.unlink()
-    path.mkdir()
-    (path / "inside.txt").write_text("not an artifact")
 
 
 DAMAGE = {

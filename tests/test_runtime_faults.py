@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 import pytest
 from filelock import FileLock
-from support import predict
+from support import predict, replace_with_folder, truncate
 
 from irv2cli.cli.advice import user_message
 from irv2cli.engines import base as engines
@@ -66,16 +66,6 @@ def overwrite_middle(data: bytes) -> Callable[[Path], None]:
             f.seek(path.stat().st_size // 2)
             f.write(data)
     return damage
-
-
-def truncate(path: Path) -> None:
-    os.truncate(path, path.stat().st_size // 2)
-
-
-def replace_with_folder(path: Path) -> None:
-    path.unlink()
-    path.mkdir()
-    (path / "inside.txt").write_text("not an artifact")
 
 
 def replace_with_fifo(path: Path) -> None:
