@@ -27,7 +27,6 @@ from ..errors import Hint, OutputError
 from ..inputs.uris import filesystem, is_uri, local_path
 from ..spec import FEATURES
 from ..store.atomic import atomic_file
-from .feature_parquet import SCHEMA as FEATURE_SCHEMA
 from .feature_parquet import feature_row, feature_table, name_columns, stored_name
 from .records import Record
 from .writers import printable, shown
@@ -37,11 +36,6 @@ PREDICTION = pa.struct([("rank", pa.int32()), ("index", pa.int32()), ("wnid", pa
                         ("label", pa.string()), ("score", pa.float64())])
 PREDICTION_SCHEMA = pa.schema([("path", pa.string()), ("predictions", pa.list_(PREDICTION)),
                                ("error", pa.string()), ("path_bytes", pa.binary())])
-
-
-def schema_for(outputs: tuple[str, ...]) -> pa.Schema:
-    """The shards' schema for a run that asks for ``outputs``."""
-    return FEATURE_SCHEMA if FEATURES in outputs else PREDICTION_SCHEMA
 
 
 def shard_table(records: list[Record], outputs: tuple[str, ...]) -> pa.Table:
@@ -76,9 +70,9 @@ class ShardFolder:
 
     def shards(self) -> list[str]:
         """The complete shards already in the folder, by name; none if it does not exist."""
-        filesystem, folder = self.located
+        fs, folder = self.located
         try:
-            infos = filesystem.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+            infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
         except (OSError, pa.ArrowException) as exc:
             raise OutputError(f"{shown(self.uri)}: cannot list the output folder ({exc})."
                               ) from None
@@ -87,11 +81,11 @@ class ShardFolder:
 
     def records(self) -> Iterator[Record]:
         """The records of every shard already there: path and error."""
-        filesystem, _ = self.located
+        fs, _ = self.located
         for shard in self.shards():
             try:
                 table = pq.read_table(shard, columns=["path", "path_bytes", "error"],
-                                      filesystem=filesystem)
+                                      filesystem=fs)
             except (OSError, pa.ArrowException) as exc:
                 raise OutputError(f"{shown(shard)}: not a shard written by irv2 ({exc}); "
                                   "move it away before resuming.", hint=Hint.RESUME) from None
@@ -102,16 +96,16 @@ class ShardFolder:
 
     def remove_shards(self) -> None:
         """Delete the shards an earlier run wrote (for an overwrite), nothing else."""
-        filesystem, _ = self.located
+        fs, _ = self.located
         for shard in self.shards():
-            filesystem.delete_file(shard)
+            fs.delete_file(shard)
 
     def write(self, table: pa.Table, run: str, task: int) -> None:
         """Put ``table`` in place as shard ``task`` of ``run``: whole or not at all."""
-        filesystem, folder = self.located
+        fs, folder = self.located
         name = f"{folder.rstrip('/')}/part-{run}-{task:06d}.parquet"
-        if filesystem.type_name != "local":  # an upload is published when it completes
-            pq.write_table(table, name, filesystem=filesystem)
+        if fs.type_name != "local":  # an upload is published when it completes
+            pq.write_table(table, name, filesystem=fs)
             return
         with atomic_file(name) as stream:
             pq.write_table(table, stream)
@@ -127,8 +121,8 @@ class ShardFolder:
         except (OSError, pa.ArrowException) as exc:
             raise OutputError(f"{shown(self.uri)}: cannot make the output folder ({exc})."
                               ) from None
-        filesystem, folder = self.located
-        if filesystem.type_name != "local":
+        fs, folder = self.located
+        if fs.type_name != "local":
             yield
             return
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -144,8 +138,8 @@ class ShardFolder:
 
     def make(self) -> None:
         """Create the folder (and its parents) if missing."""
-        filesystem, folder = self.located
-        filesystem.create_dir(folder, recursive=True)
+        fs, folder = self.located
+        fs.create_dir(folder, recursive=True)
 
 
 def new_run() -> str:
@@ -153,5 +147,4 @@ def new_run() -> str:
     return uuid.uuid4().hex[:12]
 
 
-__all__ = ["PREDICTION_SCHEMA", "ShardFolder", "new_run", "schema_for",
-           "shard_table"]
+__all__ = ["PREDICTION_SCHEMA", "ShardFolder", "new_run", "shard_table"]
