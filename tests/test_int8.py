@@ -319,8 +319,9 @@ def test_a_nodes_inference_stage_in_int8_runs_its_int8_runtime(int8_ready, top_w
 def test_a_node_without_an_int8_runtime_fails_the_stage_with_how_to_build_one(top_weights):
     from irv2cli.cluster.stages import Infer
 
+    stage = Infer(top_weights, "auto", (PROBABILITIES,), 5, "int8")
     with pytest.raises(EngineError, match="there is no int8 runtime") as failed:
-        Infer(top_weights, "auto", (PROBABILITIES,), 5, "int8")
+        stage({"path": [], "error": [], "warnings": [], "pixels": None})  # its first batch
     assert failed.value.hint is Hint.QUANTIZE
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+SIGNALLED = 128  # exit statuses from here on are 128 + a signal's number
+
 
 def start_engine(weights: Path | None, backend: str, precision: str, *, resume: bool,
                  quiet: bool):
@@ -115,7 +117,8 @@ def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Call
             status = execute(inputs, sink, options, engine=engine, decoders=decoders,
                              console=stderr_console(), doing=doing, done=done, quiet=quiet,
                              verbose=verbose, report=html)
-            _let_finish_loading(engine)
+            if status < SIGNALLED:  # an interrupted run leaves the loading behind
+                _let_finish_loading(engine)
             return status
         finally:
             if decoders is not None:

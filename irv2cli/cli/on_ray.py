@@ -26,8 +26,9 @@ def output_target(output: str | None, engine: str, fmt: str | None,
     if output is None or not shard_folder(output):
         return None if output is None else Path(output)
     if engine != "ray":
-        raise click.UsageError(f"--output {output} is a folder or a URI: only --engine ray "
-                               "writes folders (of Parquet shards); name a file here.")
+        what = "is a URI" if is_uri(output) else "is a directory"
+        raise click.UsageError(f"--output {output} {what}: only --engine ray writes folders "
+                               "(of Parquet shards); name a file here.")
     if fmt is not None and fmt not in formats:
         raise click.UsageError(f"--output {output} is a folder of Parquet shards; "
                                f"--format {fmt} does not apply to it.")
