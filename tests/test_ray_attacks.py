@@ -83,9 +83,9 @@ def test_a_stopped_driver_says_how_to_resume_as_locally(env, top_weights, tmp_pa
                                                         status):
     """``ray.init`` puts a C++ SIGTERM handler in place that printed a stack trace and
     aborted (status -6): the driver keeps its own."""
-    folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(8))
+    folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
     run = start("predict", folder, "--weights", top_weights, "-o", tmp_path / "out.jsonl",
-                "--engine", "ray", env=env)
+                "--engine", "ray", "--batch-size", "2", env=env)  # long enough to stop
     wait_for(lambda: inference_actors(), run, "its engine actor started")
     run.send_signal(signum)
     stderr = run.communicate(timeout=120)[1].decode(errors="replace")
