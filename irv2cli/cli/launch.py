@@ -101,7 +101,7 @@ def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Call
     with open_html_report(report, inputs, output,
                           # a resumed run replaces the report of the run it finishes
                           overwrite=fields.get("overwrite", False) or resume) as html:
-        engine = start_engine(weights, backend, precision, resume=resume, quiet=quiet)
+        loading = start_engine(weights, backend, precision, resume=resume, quiet=quiet)
         decoders = start_decoders(inputs, workers, decode_memory, decode_timeout,
                                   resume=resume)
         try:
@@ -114,11 +114,11 @@ def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Call
                                          decode_timeout=decode_timeout,
                                          pixels=html is not None, **fields)
             sink = output if output is not None else stdout_sink()
-            status = execute(inputs, sink, options, engine=engine, decoders=decoders,
+            status = execute(inputs, sink, options, engine=loading, decoders=decoders,
                              console=stderr_console(), doing=doing, done=done, quiet=quiet,
                              verbose=verbose, report=html)
             if status < SIGNALLED:  # an interrupted run leaves the loading behind
-                _let_finish_loading(engine)
+                _let_finish_loading(loading)
             return status
         finally:
             if decoders is not None:
