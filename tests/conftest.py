@@ -12,6 +12,7 @@ import functools
 import itertools
 import os
 import shutil
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,12 @@ from types import SimpleNamespace
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# A suite started in the background (`pytest &` in a script) inherits Ctrl-C ignored, and so
+# would every irv2 the tests start and then interrupt: they get the default back (a Python
+# handler, unlike "ignored", is not inherited across exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
