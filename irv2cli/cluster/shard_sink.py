@@ -12,19 +12,17 @@ from .rows import column_records
 class ShardSink(Datasink):
     """Each write task puts its rows (at least ``rows`` of them, bar the last) in one
     shard of ``folder``, named for ``run`` and the task: a retried task rewrites the
-    same shard. ``counts`` says (classified, failed) once the write completes."""
+    same shard. ``counts`` says (classified, failed) once the write completes. The
+    folder exists already: the run made it when it took hold of it."""
 
     def __init__(self, folder: ShardFolder, run: str, outputs: tuple[str, ...], rows: int):
         self.folder, self.run, self.outputs, self.rows = folder, run, outputs, rows
         self.counts = (0, 0)
 
-    def on_write_start(self, schema=None) -> None:
-        self.folder.make()
-
     def write(self, blocks, ctx) -> tuple[int, int]:
-        rows = [BlockAccessor.for_block(block) for block in blocks]
+        accessors = [BlockAccessor.for_block(block) for block in blocks]
         # a block without rows (every input already done) may have no columns at all
-        records = [record for block in rows if block.num_rows()
+        records = [record for block in accessors if block.num_rows()
                    for record in column_records(block.to_batch_format("numpy"))]
         if not records:
             return 0, 0
