@@ -326,3 +326,21 @@ def test_a_run_with_nothing_to_decode_ends_cleanly(tmp_path, top_weights, runtim
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert done.stderr.splitlines() == ["0 classified, 0 failed in 0.0 s (0.00 img/s)"]
+
+
+def test_a_worker_stopped_while_it_starts_prints_nothing(tmp_path, monkeypatch):
+    """A pool stopped while a worker starts unlinks the semaphores that worker is about to
+    open (pebble stops its workers after that): the worker's traceback, printed before it
+    can be stopped, must not reach the terminal. Here the first worker starts at once and
+    takes both start-up tasks while the second starts late, deaf to SIGTERM meanwhile, so
+    it always loses that race."""
+    monkeypatch.setenv("IRV2_TEST_SLOW_START", f"1.5 {tmp_path / 'first'}")
+    script = ("import time\n"
+              "from irv2cli.inputs.decoding import DecodePool\n"
+              "pool = DecodePool(2)\n"
+              "time.sleep(1)\n"  # the first worker has started
+              "pool.close()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0
+    assert done.stderr == ""

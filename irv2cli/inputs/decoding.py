@@ -20,7 +20,7 @@ import tempfile
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, InvalidStateError, wait
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from itertools import islice
@@ -41,7 +41,6 @@ GiB = 1 << 30
 # takes about 60 ms off every run's exit, at a negligible cost while it runs.
 pebble.CONSTS.sleep_unit = 0.01
 MAX_RLIMIT = 1 << 63  # setrlimit takes no larger number
-START_WAIT = 5.0  # seconds a closing pool gives a worker to finish starting
 
 
 @dataclass(frozen=True)
@@ -107,10 +106,10 @@ class DecodePool:
         # A block of its own: starting the tracker unblocks SIGINT again on its way out.
         with _interrupts_blocked():  # pebble's threads, and the workers they start, too
             pool = ProcessPool(self.workers, initializer=_start_worker,
-                               initargs=(self.limits.memory,),
+                               initargs=(_NoiseFile(), self.limits.memory),
                                context=multiprocessing.get_context("spawn"))
-            # start every worker now, while the engine loads
-            self._started = [pool.schedule(_ready) for _ in range(self.workers)]
+            for _ in range(self.workers):  # start every worker now, while the engine loads
+                pool.schedule(_ready)
         return pool
 
     def submit(self, path: str, preprocessing: Preprocessing) -> Future[Outcome]:
@@ -133,11 +132,7 @@ class DecodePool:
         return self._pool.schedule(function, args, timeout=self.limits.timeout)
 
     def close(self) -> None:
-        """Stop the workers, abandoning whatever they are decoding. A worker still starting
-        is let finish starting first (for at most ``START_WAIT`` seconds): one stopped
-        while it unpickles its start-up state finds the pool's semaphores gone and prints
-        a traceback on the terminal, which it has not yet handed to its noise file."""
-        wait(self._started, timeout=START_WAIT)
+        """Stop the workers, abandoning whatever they are decoding (or starting)."""
         self._pool.stop()
         self._pool.join()
 
@@ -270,7 +265,27 @@ _uris_opened = False  # whether pyarrow is loaded here, to read files named by U
 _noise: int = -1  # a file that stands in for the worker's stderr
 
 
-def _start_worker(memory: int | None) -> None:
+class _NoiseFile:
+    """Travels to each worker among its initializer's arguments and arrives as the file
+    descriptor of a new noise file, now the worker's stderr: pebble sends those arguments
+    ahead of its channel, so this happens before anything else can fail in the worker. A
+    pool stopped while a worker starts unlinks the channel's semaphores before it stops
+    the worker (pebble 5.2.3), which then fails to open them: its traceback goes there,
+    not to the run's terminal."""
+
+    def __reduce__(self) -> tuple:
+        return _stderr_to_noise, ()
+
+
+def _stderr_to_noise() -> int:
+    """A new unnamed file, made this process's stderr; its descriptor."""
+    noise, name = tempfile.mkstemp(prefix="irv2-decoder-")
+    os.unlink(name)  # gone from the folder at once; the kernel frees it with the worker
+    os.dup2(noise, 2)
+    return noise
+
+
+def _start_worker(noise: int, memory: int | None) -> None:
     """Set the worker up: signals, parent-death, stderr capture, memory ceiling."""
     global _memory_limit, _memory_asked, _noise
     for interrupt in _INTERRUPTS:  # Ctrl-C and a closed terminal are the parent's to handle
@@ -278,9 +293,7 @@ def _start_worker(memory: int | None) -> None:
     if hasattr(signal, "pthread_sigmask"):  # blocked since the worker started
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     _die_with_parent()
-    _noise, name = tempfile.mkstemp(prefix="irv2-decoder-")
-    os.unlink(name)  # gone from the folder at once; the kernel frees it with the worker
-    os.dup2(_noise, 2)
+    _noise = noise
     if memory is not None:
         _memory_asked, _memory_limit = memory, _set_memory_ceiling(memory)
 
