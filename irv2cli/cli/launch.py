@@ -1,4 +1,4 @@
-"""Start a run's slow parts first: the engine loads and the decoding workers start while
+"""Start a run's slow parts first: the decoding workers start and the engine loads while
 the rest of the program is still being imported (see ``pipeline.preload``)."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from ..pipeline.preload import Deferred, EngineLoading, start_loading
+
 SIGNALLED = 128  # exit statuses from here on are 128 + a signal's number
 
 
@@ -18,8 +20,6 @@ def start_engine(weights: Path | None, backend: str, precision: str, *, resume: 
     """The engine for ``weights`` (default: the official file), loading on a thread, or
     deferred until the run needs it: when resuming (there may be nothing left to do) or
     when the official file must first be downloaded (its bar needs the terminal)."""
-    from ..pipeline.preload import Deferred, start_loading
-
     engine = None if resume else start_loading(weights, backend, quiet, precision)
     if engine is None:
         engine = Deferred(lambda: _download_then_load(weights, backend, precision, quiet))
@@ -101,10 +101,16 @@ def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Call
     with open_html_report(report, inputs, output,
                           # a resumed run replaces the report of the run it finishes
                           overwrite=fields.get("overwrite", False) or resume) as html:
-        loading = start_engine(weights, backend, precision, resume=resume, quiet=quiet)
+        # The workers first: their interpreters start on the other core while the engine
+        # imports, and the rest of this program's imports wait for the engine's (each
+        # would slow the other, taking turns for the GIL) and go on while ONNX Runtime
+        # creates its session, GIL free.
         decoders = start_decoders(inputs, workers, decode_memory, decode_timeout,
                                   resume=resume)
         try:
+            loading = start_engine(weights, backend, precision, resume=resume, quiet=quiet)
+            if isinstance(loading, EngineLoading):
+                loading.imported.wait()
             from .render import stderr_console
             from .runs import execute, options_from_flags
 

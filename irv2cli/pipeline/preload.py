@@ -1,9 +1,11 @@
 """Start loading the engine before the rest of the program is even imported (or defer it
 until a run needs one).
 
-ONNX Runtime releases the GIL while it reads and initialises the artifact (about
-0.6 s), so importing NumPy, Pillow and rich, opening the output and walking the
-inputs happen meanwhile. This module imports nothing heavy itself.
+ONNX Runtime releases the GIL while it checks and initialises the artifact, so
+importing rich, opening the output and walking the inputs happen meanwhile. Its
+imports (NumPy, ONNX Runtime) hold the GIL, though: ``EngineLoading.imported`` says
+when they are done, so that the program's own imports wait rather than take turns with
+them (each would only slow the other). This module imports nothing heavy itself.
 
 The load runs on a daemon thread, never joined at exit: a signal that interrupts the
 main thread's imports can leave an import lock held that the load then waits on
@@ -28,8 +30,15 @@ if TYPE_CHECKING:
     from ..engines.base import Engine
 
 
-def _load(weights: Path, backend: str, quiet: bool, precision: str):
-    from ..engines.base import load_engine
+def _load(weights: Path, backend: str, quiet: bool, precision: str,
+          imported: threading.Event):
+    try:
+        from ..engines.base import load_engine
+
+        if backend != "keras":  # TensorFlow's import is long, and has no GIL to hog
+            from ..engines import onnx_runtime  # noqa: F401
+    finally:
+        imported.set()
 
     def notify(message: str) -> None:
         if not quiet:
@@ -38,11 +47,20 @@ def _load(weights: Path, backend: str, quiet: bool, precision: str):
     return load_engine(weights, backend, notify, precision)
 
 
-def _fulfil(future: Future, *args) -> None:
+class EngineLoading(Future):
+    """An engine loading on a daemon thread; ``imported`` is set once that thread has
+    imported what it needs, whether the load then succeeds or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.imported = threading.Event()
+
+
+def _fulfil(future: EngineLoading, *args) -> None:
     """Load the engine into ``future``."""
     future.set_running_or_notify_cancel()
     try:
-        future.set_result(_load(*args))
+        future.set_result(_load(*args, future.imported))
     except Exception as exc:
         future.set_exception(exc)
 
@@ -65,14 +83,14 @@ class Deferred:
 
 
 def start_loading(weights: Path | None, backend: str, quiet: bool = False,
-                  precision: str = "fp32") -> Future | None:
+                  precision: str = "fp32") -> EngineLoading | None:
     """A future engine for ``weights`` (default: the installed official file), loading on a
     background thread; ``None`` when the official file still has to be downloaded."""
     if weights is None:
         weights = cached_weights_path(SPEC.top_weights)
         if not weights.exists():
             return None
-    future: Future = Future()
+    future = EngineLoading()
     threading.Thread(target=_fulfil, args=(future, weights, backend, quiet, precision),
                      name="irv2-engine", daemon=True).start()
     return future
