@@ -421,16 +421,18 @@ def test_resume_on_a_read_only_disk_is_one_line(weights, small_disk, folder):
     assert out.read_bytes() == before
 
 
-def run_to_stdout(folder: Path, weights: Path, stdout) -> subprocess.CompletedProcess:
+def run_to_stdout(folder: Path, weights: Path, stdout,
+                  fmt: str = "jsonl") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "irv2cli", "predict", str(folder),
-                           "--weights", str(weights), "--format", "jsonl", "--quiet"],
+                           "--weights", str(weights), "--format", fmt, "--quiet"],
                           stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
-def test_stdout_on_a_full_device_is_one_line(runtime_ready, top_weights, folder):
+@pytest.mark.parametrize("fmt", ["jsonl", "table"])
+def test_stdout_on_a_full_device_is_one_line(runtime_ready, top_weights, folder, fmt):
     with open("/dev/full", "w") as full:
-        result = run_to_stdout(folder, top_weights, full)
+        result = run_to_stdout(folder, top_weights, full, fmt)
     assert result.returncode == 1
     assert one_line(result.stderr) == (
         "Error: stdout: no space left on device; free space and run again.")

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..results.records import Record
-from ..results.writers import RecordWriter, shown
+from ..results.writers import RecordWriter, shown, write_error
 
 
 def stderr_console() -> Console:
@@ -105,8 +105,14 @@ class TableWriter(RecordWriter):
         self.console = console or Console(markup=False)
 
     def write(self, record: Record) -> None:
-        if record.predictions:
+        if not record.predictions:
+            return
+        try:
             with self.console.capture() as table:
                 self.console.print(prediction_table(record))
             sys.stdout.write(table.get())
             sys.stdout.flush()
+        except BrokenPipeError:  # the reader is gone: click exits quietly
+            raise
+        except OSError as exc:  # a full device, say
+            raise write_error("stdout", exc) from None
