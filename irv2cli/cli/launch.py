@@ -10,8 +10,6 @@ from pathlib import Path
 
 import click
 
-from ..pipeline.preload import Deferred, EngineLoading, start_loading
-
 SIGNALLED = 128  # exit statuses from here on are 128 + a signal's number
 
 
@@ -20,6 +18,8 @@ def start_engine(weights: Path | None, backend: str, precision: str, *, resume: 
     """The engine for ``weights`` (default: the official file), loading on a thread, or
     deferred until the run needs it: when resuming (there may be nothing left to do) or
     when the official file must first be downloaded (its bar needs the terminal)."""
+    from ..pipeline.preload import Deferred, start_loading
+
     engine = None if resume else start_loading(weights, backend, quiet, precision)
     if engine is None:
         engine = Deferred(lambda: _download_then_load(weights, backend, precision, quiet))
@@ -109,6 +109,8 @@ def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Call
                                   resume=resume)
         try:
             loading = start_engine(weights, backend, precision, resume=resume, quiet=quiet)
+            from ..pipeline.preload import EngineLoading
+
             if isinstance(loading, EngineLoading):
                 loading.imported.wait()
             from .render import stderr_console
