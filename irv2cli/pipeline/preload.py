@@ -35,7 +35,7 @@ def _load(weights: Path, backend: str, quiet: bool, precision: str,
     try:
         from ..engines.base import load_engine
 
-        if backend != "keras":  # TensorFlow's import is long, and has no GIL to hog
+        if backend != "keras":  # nothing waits seconds for TensorFlow's import
             from ..engines import onnx_runtime  # noqa: F401
     finally:
         imported.set()
