@@ -50,8 +50,7 @@ def machine_fingerprint() -> str:
             flags = next((line for line in cpuinfo if line.startswith("flags")), "")
     except OSError:
         pass
-    # not platform.processor(): on Linux it runs `uname -p`, and says less than the flags
-    text = f"{onnxruntime.__version__}|{platform.machine()}|{flags}"
+    text = f"{onnxruntime.__version__}|{platform.machine()}|{platform.processor()}|{flags}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
