@@ -1,4 +1,4 @@
-from .cli.main import main
+from .cli.main import program
 
 if __name__ == "__main__":  # not when a spawned worker imports the main module
-    main()
+    program()

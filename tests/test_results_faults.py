@@ -438,6 +438,18 @@ def test_stdout_on_a_full_device_is_one_line(runtime_ready, top_weights, folder,
         "Error: stdout: no space left on device; free space and run again.")
 
 
+def test_a_closed_stderr_is_no_failure(runtime_ready, top_weights, folder, tmp_path):
+    """A run started with stderr closed (``2>&-``) used to hang: its decoding workers,
+    started without a stderr, died and were replaced for ever."""
+    out = tmp_path / "labels.jsonl"
+    done = subprocess.run([sys.executable, "-m", "irv2cli", "predict", str(folder),
+                           "--weights", str(top_weights), "--output", str(out)],
+                          stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(2),
+                          timeout=300)
+    assert done.returncode == 0
+    assert len(out.read_text().splitlines()) == len(list(folder.iterdir()))
+
+
 def test_a_closed_pipe_on_stdout_stops_quietly(runtime_ready, top_weights, folder):
     read, write = os.pipe()
     os.close(read)

@@ -6,6 +6,7 @@ import atexit
 import gc
 import importlib
 import os
+import signal
 import sys
 import threading
 
@@ -61,7 +62,8 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """The ``irv2`` command line in this process: runs the command, then raises
+    ``SystemExit`` with its status (``program`` is what the ``irv2`` command runs)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # NumPy's OpenBLAS starts a thread per core that spins as NumPy is imported: 0.1 s of
     # CPU taken from the engine and the decoding workers, for BLAS work irv2 never asks of
@@ -70,9 +72,6 @@ def main() -> None:
     stop_on_signals()
     try:
         cli()
-    except SystemExit as done:
-        _exit_at_once(done)
-        raise
     finally:
         # Everything is written and closed by now: the interpreter's last garbage
         # collections, which walk every object of NumPy, ONNX Runtime and rich, would only
@@ -80,21 +79,57 @@ def main() -> None:
         gc.freeze()
 
 
-def _exit_at_once(done: SystemExit) -> None:
-    """End the process with ``done``'s status once the command has written and closed
-    everything: the exit handlers run (multiprocessing's, Ray's, temporary folders'), the
-    interpreter's teardown does not. That teardown frees the objects of NumPy, ONNX
-    Runtime and rich one by one (20-30 ms) for the system to free their memory again.
+def program() -> None:
+    """The ``irv2`` program (its console script, ``python -m irv2cli``): ``main``, then the
+    process ends at once (see ``_exit_at_once``), a bug's traceback included. A standard
+    stream the caller closed (``>&-``) is /dev/null meanwhile."""
+    _standard_streams_open()
+    try:
+        main()
+    except SystemExit as done:
+        _exit_at_once(done.code)
+        raise
+    except Exception:
+        sys.excepthook(*sys.exc_info())  # what Python would print
+        _exit_at_once(1)
+        sys.exit(1)
+
+
+def _standard_streams_open() -> None:
+    """Open /dev/null on each standard stream that is closed, so that output meant for it
+    goes nowhere instead of failing, and the processes this one starts inherit a stream."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if getattr(sys, name) is None:  # Python found it closed: one for the program's life
+                setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+
+
+def _exit_at_once(code: int | str | None) -> None:
+    """End the process with the status ``code`` now that the command has written and
+    closed everything: the exit handlers run (multiprocessing's, Ray's, temporary
+    folders'), the interpreter's teardown does not. That teardown frees the objects of
+    NumPy, ONNX Runtime and rich one by one (20-30 ms) for the system to free their memory
+    again, and a session ONNX Runtime is still creating on another thread can abort it.
+    A signal from here on ends nothing that is not done already, so it is ignored.
     Returns, for the usual exit, while another thread that is not a daemon still runs
     (it would be cut short), when the status is a message, or if stdout cannot take
     what is left in its buffer (the usual exit reports that)."""
     others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
-    if any(not thread.daemon for thread in others) or not isinstance(done.code, int | None):
+    if any(not thread.daemon for thread in others) or not isinstance(code, int | None):
         return
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     atexit._run_exitfuncs()  # they run once: the usual exit finds none left
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
     except (OSError, ValueError):
         return
-    os._exit(done.code or 0)
+    os._exit(code or 0)
