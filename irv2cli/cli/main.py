@@ -120,12 +120,14 @@ def _exit_at_once(code: int | str | None) -> None:
     Returns, for the usual exit, while another thread that is not a daemon still runs
     (it would be cut short), when the status is a message, or if stdout cannot take
     what is left in its buffer (the usual exit reports that)."""
+    signals = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+               if hasattr(signal, name)]
+    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signals}
     others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
     if any(not thread.daemon for thread in others) or not isinstance(code, int | None):
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         return
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
     atexit._run_exitfuncs()  # they run once: the usual exit finds none left
     try:
         for stream in (sys.stdout, sys.stderr):
