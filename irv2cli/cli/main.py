@@ -70,13 +70,7 @@ def main() -> None:
     # NumPy (ONNX Runtime and TensorFlow bring their own).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     stop_on_signals()
-    try:
-        cli()
-    finally:
-        # Everything is written and closed by now: the interpreter's last garbage
-        # collections, which walk every object of NumPy, ONNX Runtime and rich, would only
-        # delay the exit (by 25 ms or more each); the system frees the memory anyway.
-        gc.freeze()
+    cli()
 
 
 def program() -> None:
@@ -93,6 +87,11 @@ def program() -> None:
         sys.excepthook(*sys.exc_info())  # what Python would print
         _exit_at_once(1)
         sys.exit(1)
+    finally:
+        # The usual exit, if it is taken: everything is written and closed by now, and the
+        # interpreter's last garbage collections, which walk every object of NumPy, ONNX
+        # Runtime and rich, would only delay it (by 25 ms or more each).
+        gc.freeze()
 
 
 def _standard_streams_open() -> None:
