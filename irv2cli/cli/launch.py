@@ -10,8 +10,6 @@ from pathlib import Path
 
 import click
 
-SIGNALLED = 128  # exit statuses from here on are 128 + a signal's number
-
 
 def start_engine(weights: Path | None, backend: str, precision: str, *, resume: bool,
                  quiet: bool):
@@ -122,22 +120,11 @@ def launch(inputs: tuple[str, ...], output: Path | str | None, stdout_sink: Call
                                          decode_timeout=decode_timeout,
                                          pixels=html is not None, **fields)
             sink = output if output is not None else stdout_sink()
-            status = execute(inputs, sink, options, engine=loading, decoders=decoders,
-                             console=stderr_console(), doing=doing, done=done, quiet=quiet,
-                             verbose=verbose, report=html)
-            if status < SIGNALLED:  # an interrupted run leaves the loading behind
-                _let_finish_loading(loading)
-            return status
+            # an engine still loading is left behind: the program ends without the
+            # teardown that ONNX Runtime, creating its session, could abort (cli.main)
+            return execute(inputs, sink, options, engine=loading, decoders=decoders,
+                           console=stderr_console(), doing=doing, done=done, quiet=quiet,
+                           verbose=verbose, report=html)
         finally:
             if decoders is not None:
                 decoders.close()
-
-
-def _let_finish_loading(engine) -> None:
-    """Wait for an engine still loading when a run ends without needing it (no inputs, say):
-    a process that exits while ONNX Runtime creates a session on another thread can abort
-    ("terminate called without an active exception"). Its failure is not this run's."""
-    from concurrent.futures import Future, wait
-
-    if isinstance(engine, Future):
-        wait([engine])
