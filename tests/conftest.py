@@ -322,9 +322,9 @@ def int8_builds(monkeypatch, int8_runtime, top_weights) -> list[int]:
     session's int8 artifact instead of quantizing."""
     import numpy as np
 
-    from irv2cli.engines import onnx_runtime
+    from irv2cli.engines import builds
+    from irv2cli.engines.int8 import int8_artifact_path
     from irv2cli.store.artifacts import data_path
-    from irv2cli.store.int8 import int8_artifact_path
 
     good = int8_runtime / int8_artifact_path(top_weights).name
     started = []
@@ -335,5 +335,5 @@ def int8_builds(monkeypatch, int8_runtime, top_weights) -> list[int]:
         shutil.copy(data_path(good), data_path(built))
         return Path(shutil.copy(good, built))
 
-    monkeypatch.setattr(onnx_runtime, "_run_build_child", copy_of_the_good_build)
+    monkeypatch.setattr(builds, "run_build_child", copy_of_the_good_build)
     return started

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from irv2cli.cli.main import cli
-from irv2cli.engines.onnx_runtime import BUILD_CHILD
+from irv2cli.engines.builds import BUILD_CHILD
 
 
 def predict(*args) -> Result:

@@ -21,22 +21,23 @@ from support import predict, replace_with_folder, truncate
 
 from irv2cli.cli.main import cli
 from irv2cli.engines.base import load_engine
-from irv2cli.engines.int8 import SLOW_CPU, Int8Engine, load_int8_engine
-from irv2cli.engines.onnx_runtime import load_onnx_engine
-from irv2cli.errors import CalibrationError, EngineError, Hint
-from irv2cli.inputs.images import prepare, to_input
-from irv2cli.pipeline.quantize import quantize
-from irv2cli.spec import PROBABILITIES
-from irv2cli.store.artifacts import artifact_path, checksum_path, checksums, data_path
-from irv2cli.store.int8 import (
+from irv2cli.engines.int8 import (
     CPUINFO_VARIABLE,
-    calibration_key,
-    content_key,
+    SLOW_CPU,
+    Int8Engine,
     int8_artifact_path,
     int8_unlikely_faster,
+    load_int8_engine,
     read_report,
     report_path,
 )
+from irv2cli.engines.onnx_runtime import load_onnx_engine
+from irv2cli.errors import CalibrationError, EngineError, Hint
+from irv2cli.inputs.images import prepare, to_input
+from irv2cli.pipeline.job import RunOptions
+from irv2cli.pipeline.quantize import calibration_key, content_key, quantize
+from irv2cli.spec import PROBABILITIES
+from irv2cli.store.artifacts import artifact_path, checksum_path, checksums, data_path
 
 QUANTIZED_OPS = {"QLinearConv", "QuantizeLinear", "DequantizeLinear", "ConvInteger",
                  "MatMulInteger", "QLinearMatMul"}
@@ -285,33 +286,11 @@ def test_a_check_folder_holding_only_calibration_images_is_refused(
 
 # --- on a Ray cluster ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_engine_ray_runs_in_the_precision_asked_for(samples, tmp_path, monkeypatch,
-                                                    precision):
-    asked = []
-
-    class Cluster:
-        """Stands in for RayEngine: keeps the run's options, classifies nothing."""
-
-        def __init__(self, address=None, actors=None, node_ip=None):
-            pass
-
-        def records(self, inputs, selection, done, options):
-            asked.append(options.precision)
-            return iter(())
-
-    monkeypatch.setattr("irv2cli.cluster.engine.RayEngine", Cluster)
-    result = predict(samples / "chelsea.jpg", "--engine", "ray", "--precision", precision,
-                     "-o", tmp_path / "labels.jsonl")
-    assert result.exit_code == 0, result.output
-    assert asked == [precision]
-
-
 def test_a_nodes_inference_stage_in_int8_runs_its_int8_runtime(int8_ready, top_weights,
                                                                vnni_cpu):
     from irv2cli.cluster.stages import Infer
 
-    stage = Infer(top_weights, "auto", (PROBABILITIES,), 5, "int8")
+    stage = Infer(RunOptions(weights=top_weights, precision="int8"))
     assert isinstance(stage.classifier.engine, Int8Engine)
     assert stage.classifier.engine.report == read_report(int8_artifact_path(top_weights))
 
@@ -319,7 +298,7 @@ def test_a_nodes_inference_stage_in_int8_runs_its_int8_runtime(int8_ready, top_w
 def test_a_node_without_an_int8_runtime_fails_the_stage_with_how_to_build_one(top_weights):
     from irv2cli.cluster.stages import Infer
 
-    stage = Infer(top_weights, "auto", (PROBABILITIES,), 5, "int8")
+    stage = Infer(RunOptions(weights=top_weights, precision="int8"))
     with pytest.raises(EngineError, match="there is no int8 runtime") as failed:
         stage({"path": [], "error": [], "warnings": [], "pixels": None})  # its first batch
     assert failed.value.hint is Hint.QUANTIZE

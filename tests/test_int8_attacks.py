@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from support import Irv2Process, build_children
 
-from irv2cli.engines.int8 import open_int8_engine
+from irv2cli.engines.int8 import int8_artifact_path, open_int8_engine
 from irv2cli.errors import EngineError
 from irv2cli.pipeline.quantize import quantize
-from irv2cli.store.int8 import int8_artifact_path
 
 pytestmark = [pytest.mark.skipif(not Path("/proc/self/cmdline").exists(),
                                  reason="POSIX signals and /proc (Linux) are needed"),

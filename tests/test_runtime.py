@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from irv2cli.engines import onnx_runtime as runtime
+from irv2cli.engines import builds as building
 from irv2cli.engines.keras_engine import KerasEngine
 from irv2cli.engines.onnx_runtime import OnnxEngine, load_onnx_engine
 from irv2cli.inputs.images import load_input
@@ -101,13 +101,13 @@ def test_damaged_artifact_is_rebuilt(runtime_ready, top_weights, images, onnx_ar
 @pytest.mark.slow
 def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch, images):
     builds = []
-    real_build = runtime._run_build_child
+    real_build = building.run_build_child
 
-    def counting_build(weights, built, notify):
+    def counting_build(weights, built, notify, calibration=None):
         builds.append(built)
-        return real_build(weights, built, notify)
+        return real_build(weights, built, notify, calibration)
 
-    monkeypatch.setattr(runtime, "_run_build_child", counting_build)
+    monkeypatch.setattr(building, "run_build_child", counting_build)
     engines = [None, None]
 
     def use(slot):

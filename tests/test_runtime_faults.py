@@ -25,7 +25,7 @@ from support import predict, replace_with_folder, truncate
 
 from irv2cli.cli.advice import user_message
 from irv2cli.engines import base as engines
-from irv2cli.engines import onnx_runtime as runtime
+from irv2cli.engines import builds as building
 from irv2cli.engines.onnx_runtime import load_onnx_engine
 from irv2cli.errors import Hint, WeightsError
 from irv2cli.network.h5weights import expected_layout, read_legacy_layout, weights_include_top
@@ -45,12 +45,12 @@ def builds(monkeypatch, good_artifact) -> list[Path]:
     """The weights of every build started; a build copies ``good_artifact``."""
     started = []
 
-    def copy_of_the_good_build(weights: Path, built: Path, notify) -> Path:
+    def copy_of_the_good_build(weights: Path, built: Path, notify, calibration=None) -> Path:
         started.append(weights)
         shutil.copy(data_path(good_artifact), data_path(built))
         return Path(shutil.copy(good_artifact, built))
 
-    monkeypatch.setattr(runtime, "_run_build_child", copy_of_the_good_build)
+    monkeypatch.setattr(building, "run_build_child", copy_of_the_good_build)
     return started
 
 

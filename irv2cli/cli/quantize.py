@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .options import weights_option
+from .options import examples, weights_option
 
 if TYPE_CHECKING:
-    from ..store.int8 import Int8Report
+    from ..engines.int8 import Int8Report
 
 RECOMMENDED_IMAGES = 200  # "a few hundred": fewer is said to be few
 
 
-@click.command()
+@click.command(epilog=examples(
+    "irv2 quantize --calibrate my-photos/ --check other-photos/"))
 @click.option("--calibrate", "calibration", required=True, metavar="DIR",
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder of your own photos to calibrate on, like those you will "

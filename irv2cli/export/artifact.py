@@ -2,9 +2,9 @@
 optimised by ONNX Runtime for this machine; with calibration images, its int8 form.
 Needs TensorFlow.
 
-The engine runs it as a child process that it can stop at once:
+``engines.builds`` runs it as a child process that it can stop at once:
 ``python -m irv2cli.export.artifact WEIGHTS OUT REFUSAL [CALIBRATION]``, where
-``CALIBRATION`` is a ``.npy`` of uint8 images (see ``int8``). A weights file that does not
+``CALIBRATION`` is a ``.npy`` of uint8 images (see ``quantize_plain``). A weights file that does not
 fit is refused before TensorFlow is imported: the ``WeightsError`` goes to ``REFUSAL``
 (see ``write_refusal``) and the exit status is 3. Once the weights are accepted, the
 child creates the started marker beside ``OUT``. It exits when its parent does.
@@ -13,6 +13,7 @@ child creates the started marker beside ``OUT``. It exits when its parent does.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -22,6 +23,8 @@ from pathlib import Path
 from ..errors import WeightsError
 from ..network.h5weights import weights_include_top
 from ..store.artifacts import data_path, started_marker
+
+CALIBRATION_BATCH = 8
 
 
 def build_artifact(weights: Path, out: Path, calibration: Path | None = None) -> Path:
@@ -37,8 +40,6 @@ def build_artifact(weights: Path, out: Path, calibration: Path | None = None) ->
         graph = export_onnx(model, Path(scratch) / "plain.onnx")
         del model
         if calibration is not None:
-            from .int8 import quantize_plain
-
             graph = quantize_plain(graph, calibration, Path(scratch) / "int8.onnx")
         return optimise_for_this_machine(graph, out)
 
@@ -56,6 +57,45 @@ def optimise_for_this_machine(graph: Path, out: Path) -> Path:
         "session.optimized_model_external_initializers_file_name", data_path(out).name)
     options.log_severity_level = 3  # its note that the result suits this machine only
     ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return out
+
+
+def quantize_plain(plain: Path, calibration: Path, out: Path) -> Path:
+    """Quantize the plain graph ``plain`` with the pixels saved in ``calibration`` (a
+    ``.npy`` of uint8 images) and write the int8 graph to ``out``: ONNX Runtime's
+    ``quantize_static`` in QDQ form, per-channel int8 weights, uint8 activations whose
+    ranges are the minima and maxima seen on the calibration images. It must be given
+    the plain graph (``onnx_graph.export_onnx``): a graph ONNX Runtime has already
+    optimised for a machine holds reorder nodes that break bias quantization."""
+    import numpy as np
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from ..inputs.images import to_input
+    from .onnx_graph import INPUT_NAME
+
+    class CalibrationImages(CalibrationDataReader):
+        """The images, as the network sees them, a few at a time."""
+
+        def __init__(self, pixels: np.ndarray):
+            self.batches = (to_input(pixels[start:start + CALIBRATION_BATCH])
+                            for start in range(0, len(pixels), CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the graph
+    pixels = np.load(calibration, mmap_mode="r")
+    quantize_static(str(plain), str(out), CalibrationImages(pixels),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
     return out
 
 

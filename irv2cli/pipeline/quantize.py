@@ -6,42 +6,42 @@ against fp32 on photos it was not calibrated on.
 >>> done.report.calibration_images, done.report.check.top1
 
 The photos are decoded by the isolated decoding workers with the default preprocessing;
-their pixels go to the build child (``python -m irv2cli.export.artifact``, see
-``export.int8``), which quantizes the plain graph and optimises it for this machine. The
-artifact is cached beside the fp32 one (``store.int8``), with a report that names the
-calibration set by its files' contents: the same set again finds it built, another set
-builds it anew. Builders take turns on the artifact's lock.
+their pixels go to the build child (see ``engines.builds``), which quantizes the plain
+graph and optimises it for this machine. The artifact is cached beside the fp32 one
+(``engines.int8``), with a report that names the calibration set by its files'
+contents: the same set again finds it built, another set builds it anew. Builders take
+turns on the artifact's lock.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
-from ..engines import onnx_runtime
 from ..engines.base import Engine
-from ..engines.int8 import SLOW_CPU, Int8Engine, open_int8_engine
+from ..engines.builds import build_artifact, build_lock
+from ..engines.int8 import (
+    SLOW_CPU,
+    Agreement,
+    Int8Engine,
+    Int8Report,
+    int8_artifact_path,
+    int8_unlikely_faster,
+    open_int8_engine,
+    write_report,
+)
+from ..engines.onnx_runtime import OnnxEngine, load_onnx_engine
 from ..errors import CalibrationError, EngineError
 from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
 from ..inputs.images import Preprocessing, to_input
 from ..inputs.paths import iter_image_paths
 from ..spec import PROBABILITIES
-from ..store import artifacts
-from ..store.int8 import (
-    Agreement,
-    Int8Report,
-    calibration_key,
-    content_key,
-    int8_artifact_path,
-    int8_unlikely_faster,
-    report_path,
-    write_report,
-)
-from ..store.locks import cache_lock
+from ..store.artifacts import file_checksum
 from .batches import decoded_batches
 
 Notify = Callable[[str], None]
@@ -86,8 +86,7 @@ def quantize(calibration: str | os.PathLike, check: str | os.PathLike | None = N
     target.parent.mkdir(parents=True, exist_ok=True)
     count = min(workers or default_workers(), len(calibration_files))
     with DecodePool(count, DecodeLimits()) as decoders, \
-            cache_lock(artifacts.lock_path(target),
-                       "another irv2 process building the int8 runtime", notify):
+            build_lock(target, "the int8 runtime", notify):
         existing = _existing(target, key, notify)
         if existing is not None and check_files is None:
             return Quantized(target, existing.report, built=False)
@@ -109,17 +108,28 @@ def _build(weights: Path, target: Path, report: Int8Report, pixels: np.ndarray,
     """Under ``target``'s lock: build the int8 artifact for ``weights`` calibrated on
     ``pixels`` in place of whatever is at ``target``, with ``report`` and, if ``fp32`` is
     given, the check on ``to_check``; the report as placed."""
-    artifacts.remove_leftovers(target)
-    report_path(target).unlink(missing_ok=True)
-    with artifacts.build_folder(target) as scratch:
-        np.save(scratch / "calibration.npy", pixels)
-        built = onnx_runtime._run_build_child(weights, scratch / target.name, notify,
-                                              scratch / "calibration.npy")
-        report = replace(report, check=_agreement(onnx_runtime.OnnxEngine(built), fp32,
-                                                  to_check))
-        write_report(report, target)  # before the artifact: see store.int8
-        artifacts.install(built, target, scratch)
-    return report
+    placed = []
+
+    def vouch(built: Path) -> None:  # the report goes before the artifact: see engines.int8
+        placed.append(replace(report, check=_agreement(OnnxEngine(built), fp32, to_check)))
+        write_report(placed[0], target)
+
+    build_artifact(weights, target, notify, pixels, vouch)
+    return placed[0]
+
+
+def content_key(path: str | os.PathLike) -> str:
+    """The xxh3_128 of one file's bytes."""
+    return file_checksum(Path(path))
+
+
+def calibration_key(contents: Iterable[str], recipe: str) -> str:
+    """The key of a calibration set: its files' contents (``content_key`` of each; their
+    names and order do not matter) and the preprocessing ``recipe`` that decoded them."""
+    digest = xxhash.xxh3_128(recipe.encode())
+    for key in sorted(contents):
+        digest.update(key.encode())
+    return digest.hexdigest()
 
 
 def agreement(fp32: np.ndarray, int8: np.ndarray) -> Agreement:
@@ -189,7 +199,7 @@ def _pixels(files: list[str], decoders: DecodePool, what: str, notify: Notify
 def _fp32_engine(weights: Path, notify: Notify) -> Engine:
     """The fp32 engine to check against; ``CalibrationError`` for weights that give no
     class probabilities."""
-    fp32 = onnx_runtime.load_onnx_engine(weights, notify)
+    fp32 = load_onnx_engine(weights, notify)
     if PROBABILITIES not in fp32.outputs:
         raise CalibrationError("a check compares class probabilities, which these "
                                "feature-extractor (notop) weights do not give")

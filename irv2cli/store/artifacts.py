@@ -14,6 +14,7 @@ Builds run in scratch folders beside it, under ``NAME.onnx.lock``.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import mmap
 import os
@@ -142,14 +143,15 @@ def install(built: Path, target: Path, scratch: Path) -> None:
 
 
 def remove_leftovers(target: Path) -> None:
-    """Under ``target``'s lock: remove stale builds, the checksum and whatever is at
-    ``target`` and its data's path, the checksum first so that no old checksum outlives
-    its artifact."""
+    """Under ``target``'s lock: remove stale builds and whatever lies at ``target`` and
+    beside it under its name (its data, its checksum, a report), the checksum first so
+    that no old checksum outlives what it vouched for."""
     for scratch in _stale_builds(target):
         shutil.rmtree(scratch, ignore_errors=True)
     _remove(checksum_path(target))
-    _remove(target)
-    _remove(data_path(target))
+    for path in (target, *target.parent.glob(f"{glob.escape(target.name)}.*")):
+        if path != lock_path(target):
+            _remove(path)
 
 
 def remove_stale_builds_if_free(target: Path) -> None:
