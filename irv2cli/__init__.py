@@ -37,7 +37,8 @@ _EXPORTS = {
     "RunProgress": "pipeline.run",
     "RunInterrupted": "pipeline.run",
     "Classifier": "pipeline.classifier",
-    "RayEngine": "cluster.engine",
+    "RayRunner": "cluster.runner",
+    "LocalRunner": "pipeline.local",
     "Record": "results.records",
     "Prediction": "results.labels",
     "Preprocessing": "inputs.images",
@@ -53,14 +54,15 @@ _EXPORTS = {
 __all__ = [
     "FEATURES", "PROBABILITIES", "SPEC", "CalibrationError", "Classifier", "ClusterError",
     "DecodeLimits", "DownloadError", "EngineError", "ExportError", "Hint", "ImageError",
-    "Irv2Error", "OutputError", "Prediction", "Preprocessing", "RayEngine", "Record",
+    "Irv2Error", "LocalRunner", "OutputError", "Prediction", "Preprocessing", "RayRunner",
+    "Record",
     "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "WeightsError",
     "__version__", "build_model", "ensure_weights", "export_model", "install_from_file",
     "load_engine", "load_weights", "quantize", "run",
 ]
 
 if TYPE_CHECKING:
-    from .cluster.engine import RayEngine
+    from .cluster.runner import RayRunner
     from .engines.base import load_engine
     from .export.formats import export_model
     from .inputs.decoding import DecodeLimits
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     from .network.h5weights import load_weights
     from .network.model import build_model
     from .pipeline.classifier import Classifier
+    from .pipeline.local import LocalRunner
     from .pipeline.quantize import quantize
     from .pipeline.run import RunInterrupted, RunOptions, RunProgress, RunSummary, run
     from .results.labels import Prediction

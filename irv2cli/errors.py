@@ -24,7 +24,7 @@ class Hint(Enum):
     FEATURES_ONLY = ("classify with the full weights, or ask these for their features "
                      "(outputs=(FEATURES,))")
     INSTALL_RAY = "install it with: pip install 'irv2cli[ray]'"
-    RAY_ADDRESS = ("check the address (RayEngine(address=...), or RAY_ADDRESS) and that the "
+    RAY_ADDRESS = ("check the address (RayRunner(address=...), or RAY_ADDRESS) and that the "
                    "cluster is up (`ray status` on its head node)")
     MIRROR = ("if this machine cannot reach that server, set IRV2_MIRROR to a base URL that "
               "serves the same file name, or install a copy obtained elsewhere "

@@ -24,7 +24,7 @@ BACKENDS = ("auto", "onnx", "keras")
 # fp32: the network as trained (the default, exact); int8: ONNX Runtime's statically
 # quantized graph, built per weights file from calibration images (onnx backend only).
 PRECISIONS = ("fp32", "int8")
-ENGINES = ("local", "ray")  # where a run over inputs goes: this machine, or a Ray cluster
+RUNNERS = ("local", "ray")  # where a run over inputs goes: this machine, or a Ray cluster
 # The engines' named outputs: class probabilities (N, 1000), and the features that feed
 # the classifier (N, 1536), the global average pooling of the last convolution.
 PROBABILITIES = "probabilities"

@@ -37,8 +37,8 @@ def test_plan_lists_every_measurement_in_table_order_int8_beside_fp32():
 
 def test_the_ray_pipeline_runs_predict_on_the_ray_engine():
     command = IRV2_ON_RAY.command(FOLDER, WEIGHTS, 8, OUTPUT)
-    assert command[command.index("--engine") + 1] == "ray"
-    assert IRV2_ONNX.command(FOLDER, WEIGHTS, 8, OUTPUT)[-2:] == ["--engine", "local"]
+    assert command[command.index("--runner") + 1] == "ray"
+    assert IRV2_ONNX.command(FOLDER, WEIGHTS, 8, OUTPUT)[-2:] == ["--runner", "local"]
 
 
 def test_irv2_pipelines_run_predict_on_their_backend():
@@ -96,7 +96,7 @@ def test_benchmark_rows_compare_top5_with_the_plain_keras_loop_and_int8_with_fp3
     assert table_rows(text) == {"irv2 onnx": ("yes", "-"), "irv2 onnx int8": ("-", "3.1x"),
                                 "keras": ("yes", "-"), "irv2 keras": ("NO", "-"),
                                 "irv2 onnx, 12 MP photos": ("-", "-"),
-                                "irv2 onnx, --engine ray": ("yes", "-")}
+                                "irv2 onnx, --runner ray": ("yes", "-")}
 
 
 def test_cold_start_rows_show_the_speed_up_over_the_slowest():

@@ -1,4 +1,4 @@
-"""``--engine ray`` against a hostile world: misbehaving decoders, a driver stopped or
+"""``--runner ray`` against a hostile world: misbehaving decoders, a driver stopped or
 killed mid-run, shard folders that hold what they should not, and the mistakes users
 make. Every run is a real process on a real Ray instance (a local one, started by the
 run, or the module's one-node cluster), and every Ray process a test starts is ended by
@@ -24,7 +24,7 @@ from ray_cluster import (
 )
 from support import copies, numbered
 from test_hostile_files import HOSTILE_DIR, assert_every_hostile_file_once, hostile_folder
-from test_ray_engine import by_path, irv2, jsonl_records, shard_records
+from test_ray_runner import by_path, irv2, jsonl_records, shard_records
 
 from irv2cli.cli.main import cli
 
@@ -68,7 +68,7 @@ def test_a_hostile_folder_on_ray_gives_the_records_of_the_local_engine(env, top_
                                                                       tmp_path):
     folder = hostile_folder(tmp_path / "hostile", SAMPLES)
     output = tmp_path / "ray.jsonl"
-    done = irv2("predict", folder, "--weights", top_weights, "-o", output, "--engine", "ray",
+    done = irv2("predict", folder, "--weights", top_weights, "-o", output, "--runner", "ray",
                 "--batch-size", "3", "--decode-memory", "256MiB", "--decode-timeout", "2",
                 "--verbose", env=env)
 
@@ -85,7 +85,7 @@ def test_a_stopped_driver_says_how_to_resume_as_locally(env, top_weights, tmp_pa
     aborted (status -6): the driver keeps its own."""
     folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
     run = start("predict", folder, "--weights", top_weights, "-o", tmp_path / "out.jsonl",
-                "--engine", "ray", "--batch-size", "2", env=env)  # long enough to stop
+                "--runner", "ray", "--batch-size", "2", env=env)  # long enough to stop
     wait_for(lambda: inference_actors(), run, "its engine actor started")
     run.send_signal(signum)
     stderr = run.communicate(timeout=120)[1].decode(errors="replace")
@@ -99,7 +99,7 @@ def test_a_killed_driver_takes_its_local_instance_along_and_resume_finishes(
         env, top_weights, tmp_path):
     folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
     output = tmp_path / "out.jsonl"
-    command = ("predict", folder, "--weights", top_weights, "-o", output, "--engine", "ray",
+    command = ("predict", folder, "--weights", top_weights, "-o", output, "--runner", "ray",
                "--batch-size", "2")
     run = start(*command, env=env)
     wait_for(lambda: output.exists() and output.stat().st_size, run, "any record")
@@ -138,14 +138,14 @@ def test_a_foreign_file_stays_and_a_damaged_shard_stops_a_resume(on_instance, to
     folder = copies(SAMPLES / "coffee.jpg", tmp_path / "photos", numbered(3))
     shards = tmp_path / "shards"
     first = irv2("predict", folder, "--weights", top_weights, "-o", f"{shards}/",
-                 "--engine", "ray", env=on_instance)
+                 "--runner", "ray", env=on_instance)
     (shards / "notes.txt").write_text("mine")
     overwritten = irv2("predict", folder, "--weights", top_weights, "-o", shards,
-                       "--engine", "ray", "--overwrite", env=on_instance)
+                       "--runner", "ray", "--overwrite", env=on_instance)
     names = sorted(Path(p).name for p in by_path(shard_records(shards)))
     (shards / "part-0123456789ab-000000.parquet").write_bytes(b"not parquet")
     damaged = irv2("predict", folder, "--weights", top_weights, "-o", shards,
-                   "--engine", "ray", "--resume", env=on_instance, check=False)
+                   "--runner", "ray", "--resume", env=on_instance, check=False)
 
     assert "3 classified" in first.stderr and "3 classified" in overwritten.stderr
     assert names == numbered(3)  # the first run's shard is gone, only its own is there
@@ -159,9 +159,9 @@ def test_a_foreign_file_stays_and_a_damaged_shard_stops_a_resume(on_instance, to
 def test_shards_written_into_the_input_folder_are_not_read_as_inputs(on_instance,
                                                                        top_weights, tmp_path):
     folder = copies(SAMPLES / "coffee.jpg", tmp_path / "photos", numbered(3))
-    first = irv2("predict", folder, "--weights", top_weights, "-o", folder, "--engine", "ray",
+    first = irv2("predict", folder, "--weights", top_weights, "-o", folder, "--runner", "ray",
                  env=on_instance)
-    again = irv2("predict", folder, "--weights", top_weights, "-o", folder, "--engine", "ray",
+    again = irv2("predict", folder, "--weights", top_weights, "-o", folder, "--runner", "ray",
                  "--resume", env=on_instance)
 
     assert "3 classified, 0 failed" in first.stderr
@@ -173,7 +173,7 @@ def test_shards_written_into_the_input_folder_are_not_read_as_inputs(on_instance
 def test_notop_weights_that_cannot_classify_are_the_one_line_weights_error(
         on_instance, notop_weights, tmp_path):
     done = irv2("predict", SAMPLES, "--weights", notop_weights, "-o", tmp_path / "out.jsonl",
-                "--engine", "ray", env=on_instance, check=False)
+                "--runner", "ray", env=on_instance, check=False)
 
     assert done.returncode == 1
     assert "these are feature-extractor (notop) weights" in done.stderr
@@ -187,7 +187,7 @@ def test_an_input_with_nothing_to_classify_on_ray_is_said_as_locally(on_instance
                                                                      given, status, says):
     (tmp_path / "empty").mkdir()
     done = irv2("predict", tmp_path / given, "--weights", top_weights, "-o",
-                f"{tmp_path / 'shards'}/", "--engine", "ray", env=on_instance, check=False)
+                f"{tmp_path / 'shards'}/", "--runner", "ray", env=on_instance, check=False)
 
     assert done.returncode == status, done.stderr
     assert says in done.stderr
@@ -198,7 +198,7 @@ def test_an_address_where_nothing_answers_is_one_line_at_once(mixed_folder, tmp_
     from click.testing import CliRunner
     from ray_cluster import free_port
 
-    result = CliRunner().invoke(cli, ["predict", str(mixed_folder), "--engine", "ray",
+    result = CliRunner().invoke(cli, ["predict", str(mixed_folder), "--runner", "ray",
                                       "--ray-address", f"127.0.0.2:{free_port()}",
                                       "-o", str(tmp_path / "out.jsonl")])
 
@@ -213,9 +213,9 @@ def test_a_second_run_into_a_shard_folder_being_written_is_refused_at_once(
     folder = copies(SAMPLES / "coffee.jpg", tmp_path / "photos", numbered(8))
     shards = tmp_path / "shards"
     first = start("predict", folder, "--weights", top_weights, "-o", f"{shards}/",
-                  "--engine", "ray", env=on_instance)
+                  "--runner", "ray", env=on_instance)
     wait_for(lambda: shards.is_dir() and inference_actors(), first, "its engine started")
-    second = irv2("predict", folder, "--weights", top_weights, "-o", f"{shards}/", "--engine",
+    second = irv2("predict", folder, "--weights", top_weights, "-o", f"{shards}/", "--runner",
                   "ray", "--resume", env=on_instance, check=False)
     stderr = first.communicate(timeout=300)[1].decode(errors="replace")
 
@@ -230,7 +230,7 @@ def test_a_shard_folder_that_cannot_be_made_is_one_line(mixed_folder, tmp_path):
     from click.testing import CliRunner
 
     (tmp_path / "file").write_text("")
-    result = CliRunner().invoke(cli, ["predict", str(mixed_folder), "--engine", "ray",
+    result = CliRunner().invoke(cli, ["predict", str(mixed_folder), "--runner", "ray",
                                       "-o", f"{tmp_path / 'file' / 'shards'}/"])
 
     assert result.exit_code == 1

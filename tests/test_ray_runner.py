@@ -1,4 +1,4 @@
-"""``--engine ray``: the same records as the local engine, from a real local Ray instance
+"""``--runner ray``: the same records as the local runner, from a real local Ray instance
 and from a real two-node cluster on loopback, with faults (a killed inference actor, a
 killed driver) costing time and never an image."""
 
@@ -104,7 +104,7 @@ def test_a_local_ray_instance_gives_the_records_of_the_local_engine(uncurated, t
     local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     irv2("predict", uncurated, "--weights", top_weights, "-o", local, env=env)
     result = irv2("predict", uncurated, "--weights", top_weights, "-o", on_ray,
-                  "--engine", "ray", env=env)
+                  "--runner", "ray", env=env)
 
     assert result.returncode == 1  # notes.jpg is not an image
     assert_same_predictions(jsonl_records(on_ray), jsonl_records(local))
@@ -116,7 +116,7 @@ def test_embed_on_a_local_ray_instance_gives_the_features_of_the_local_engine(
         uncurated, top_weights, env, tmp_path):
     local, on_ray = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     irv2("embed", uncurated, "--weights", top_weights, "-o", local, env=env)
-    irv2("embed", uncurated, "--weights", top_weights, "-o", on_ray, "--engine", "ray",
+    irv2("embed", uncurated, "--weights", top_weights, "-o", on_ray, "--runner", "ray",
          env=env)
 
     def features(path: Path) -> dict[str, tuple]:
@@ -154,7 +154,7 @@ def test_a_two_node_cluster_writes_shards_with_an_actor_on_each_node(
     irv2("predict", uncurated, "--weights", top_weights, "-o", reference, env=cluster_env)
     shards = tmp_path / "shards"
     run = start("predict", uncurated, "--weights", top_weights, "-o", f"{shards}/",
-                "--engine", "ray", "--actors", "2", env=cluster_env)
+                "--runner", "ray", "--actors", "2", env=cluster_env)
     nodes = set()
     while run.poll() is None:
         nodes |= {node_of(actor) for actor in inference_actors()}
@@ -171,11 +171,11 @@ def test_resume_of_a_shard_folder_adds_only_the_missing_images(uncurated, top_we
                                                               cluster_env, tmp_path):
     shards = f"{tmp_path / 'shards'}/"
     first = irv2("predict", uncurated / "sub", "--weights", top_weights, "-o", shards,
-                 "--engine", "ray", env=cluster_env)
+                 "--runner", "ray", env=cluster_env)
     refused = irv2("predict", uncurated, "--weights", top_weights, "-o", shards,
-                   "--engine", "ray", env=cluster_env, check=False)
+                   "--runner", "ray", env=cluster_env, check=False)
     resumed = irv2("predict", uncurated, "--weights", top_weights, "-o", shards,
-                   "--engine", "ray", "--resume", env=cluster_env)
+                   "--runner", "ray", "--resume", env=cluster_env)
 
     assert "4 classified, 0 failed" in first.stderr
     assert refused.returncode == 1
@@ -188,7 +188,7 @@ def test_resume_of_a_shard_folder_adds_only_the_missing_images(uncurated, top_we
 def test_a_killed_inference_actor_costs_no_image(top_weights, cluster_env, tmp_path):
     folder = copies(SAMPLES / "coffee.jpg", tmp_path / "photos", numbered(40))
     output = tmp_path / "out.jsonl"
-    run = start("predict", folder, "--weights", top_weights, "-o", output, "--engine", "ray",
+    run = start("predict", folder, "--weights", top_weights, "-o", output, "--runner", "ray",
                 "--batch-size", "2", "--actors", "1", env=cluster_env)
     killed = None
     while run.poll() is None and killed is None:
@@ -210,7 +210,7 @@ def test_resume_after_the_driver_is_killed_finishes_every_image_once(top_weights
                                                                      cluster_env, tmp_path):
     folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
     output = tmp_path / "out.jsonl"
-    command = ("predict", folder, "--weights", top_weights, "-o", output, "--engine", "ray",
+    command = ("predict", folder, "--weights", top_weights, "-o", output, "--runner", "ray",
                "--batch-size", "2")
     run = start(*command, env=cluster_env)
     while run.poll() is None and not (output.exists() and output.stat().st_size > 2000):
@@ -244,7 +244,7 @@ def test_photos_in_s3_become_shards_in_s3(s3, mixed_folder, top_weights, runtime
     reference = tmp_path / "local.jsonl"
     irv2("predict", mixed_folder, "--weights", top_weights, "-o", reference, env=env)
     result = irv2("predict", s3.uri("photos/"), "--weights", top_weights,
-                  "-o", s3.uri("run/"), "--engine", "ray", env=env)
+                  "-o", s3.uri("run/"), "--runner", "ray", env=env)
 
     assert "2 classified, 1 failed" in result.stderr
     rows = by_path(s3_shard_records(s3.uri("run/")))
@@ -259,22 +259,22 @@ def test_photos_in_s3_become_shards_in_s3(s3, mixed_folder, top_weights, runtime
     assert not rows
 
 
-def test_without_ray_the_ray_engine_says_how_to_install_it(mixed_folder, monkeypatch):
+def test_without_ray_the_ray_runner_says_how_to_install_it(mixed_folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
-    result = CliRunner().invoke(cli, ["predict", str(mixed_folder), "--engine", "ray"])
+    result = CliRunner().invoke(cli, ["predict", str(mixed_folder), "--runner", "ray"])
 
     assert result.exit_code == 1
-    assert "the Ray engine needs Ray Data, which is not installed" in result.output
+    assert "the Ray runner needs Ray Data, which is not installed" in result.output
     assert "install it with `pip install 'irv2cli[ray]'`" in result.output
 
 
 @pytest.mark.parametrize("arguments, complaint", [
-    (["-o", "{tmp}/"], "only --engine ray writes folders"),
-    (["-o", "s3://bucket/run/"], "only --engine ray writes folders"),
-    (["-o", "{tmp}/", "--engine", "ray", "--format", "csv"], "--format csv does not apply"),
-    (["--report", "{tmp}/r.html", "--engine", "ray"], "--report needs --engine local"),
+    (["-o", "{tmp}/"], "only --runner ray writes folders"),
+    (["-o", "s3://bucket/run/"], "only --runner ray writes folders"),
+    (["-o", "{tmp}/", "--runner", "ray", "--format", "csv"], "--format csv does not apply"),
+    (["--report", "{tmp}/r.html", "--runner", "ray"], "--report needs --runner local"),
 ])
-def test_what_only_one_engine_does_is_a_usage_error(mixed_folder, tmp_path, arguments,
+def test_what_only_one_runner_does_is_a_usage_error(mixed_folder, tmp_path, arguments,
                                                     complaint):
     arguments = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
     result = CliRunner().invoke(cli, ["predict", str(mixed_folder), *arguments])

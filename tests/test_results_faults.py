@@ -103,7 +103,7 @@ def make_full_device(path: Path) -> None:  # like /dev/full: reading it never en
 @pytest.mark.parametrize(("make", "message", "status"), [
     (make_fifo, "{out} is a FIFO (named pipe), not a regular file", 1),
     (make_full_device, "{out} is a character device, not a regular file", 1),
-    (make_directory, "is a directory", 2),  # a usage error: only --engine ray writes folders
+    (make_directory, "is a directory", 2),  # a usage error: only --runner ray writes folders
 ])
 @pytest.mark.parametrize("resume", [True, False])
 def test_an_output_that_is_not_a_regular_file_is_refused_before_reading_it(

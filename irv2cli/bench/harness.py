@@ -44,7 +44,7 @@ def python_call(module: str, function: str, *arguments: str | int | Path) -> lis
 
 @dataclass(frozen=True)
 class Pipeline:
-    """One way of classifying a folder: ``irv2 predict`` on ``backend`` and ``engine`` in
+    """One way of classifying a folder: ``irv2 predict`` on ``backend`` and ``runner`` in
     ``precision``, or the plain Keras loop (``backend`` None, the baseline); with Keras's
     preprocessing (squash, nearest: in fp32 its top-5 must equal Keras's) or irv2's
     defaults; on small images or 12 MP photos."""
@@ -54,7 +54,7 @@ class Pipeline:
     keras_preprocessing: bool = True
     images: Images = "small"
     precision: str = "fp32"
-    engine: str = "local"
+    runner: str = "local"
 
     @property
     def is_baseline(self) -> bool:
@@ -76,7 +76,7 @@ class Pipeline:
                 "--batch-size", str(batch_size),
                 *(KERAS_PREPROCESSING if self.keras_preprocessing else ()),
                 "--backend", self.backend, "--precision", self.precision,
-                "--engine", self.engine]
+                "--runner", self.runner]
 
 
 IRV2_ONNX = Pipeline("irv2 onnx", "onnx")
@@ -91,8 +91,8 @@ DEFAULT_PREPROCESSING = (
 )
 
 
-# --engine ray on a Ray instance each run starts on this machine (its start counts).
-IRV2_ON_RAY = Pipeline("irv2 onnx, --engine ray", "onnx", engine="ray")
+# --runner ray on a Ray instance each run starts on this machine (its start counts).
+IRV2_ON_RAY = Pipeline("irv2 onnx, --runner ray", "onnx", runner="ray")
 
 
 def plan(batch_sizes: list[int], keras_batch_sizes: list[int], ray: bool = False

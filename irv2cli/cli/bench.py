@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .options import examples
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -23,7 +25,9 @@ def int_list(ctx, param, value: str) -> list[int]:
     return numbers
 
 
-@click.command()
+@click.command(epilog=examples(
+    "irv2 bench",
+    "irv2 bench --images my-photos/ --rounds 3"))
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default="samples", show_default=True,
               help="A folder of JPEG photos to cycle through.")
@@ -42,7 +46,7 @@ def int_list(ctx, param, value: str) -> list[int]:
 @click.option("--rounds", type=click.IntRange(1), default=2, show_default=True,
               help="Rounds over every folder measurement (the median is shown).")
 @click.option("--ray", is_flag=True,
-              help="Also measure --engine ray, on a Ray instance each run starts here "
+              help="Also measure --runner ray, on a Ray instance each run starts here "
                    "(needs the ray extra).")
 def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds,
           ray):
@@ -78,7 +82,7 @@ def benchmark_table(results: list[Summary]) -> Table:
     reference = next((m.top5 for m in results if m.pipeline.is_baseline), None)
     fp32 = {m.batch_size: m.images_per_second for m in results
             if m.pipeline.backend == "onnx" and m.pipeline.exact and m.pipeline.images == "small"
-            and m.pipeline.keras_preprocessing and m.pipeline.engine == "local"}
+            and m.pipeline.keras_preprocessing and m.pipeline.runner == "local"}
     table = Table(title="folder classification (marginal img/s, start-up excluded; median)")
     for column in ("pipeline", "batch", "img/s", "rounds", "first result (s)",
                    "peak RSS (MB)", "top-5 = Keras", "vs fp32"):

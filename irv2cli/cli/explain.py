@@ -10,7 +10,7 @@ import click
 
 from ..errors import ClassLookupError, Irv2Error
 from ..spec import SPEC
-from .options import preprocessing_options, weights_option
+from .options import examples, preprocessing_options, weights_option
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,7 +39,9 @@ class ClassParam(click.ParamType):
             self.fail(exc.message, param, ctx)
 
 
-@click.command()
+@click.command(epilog=examples(
+    "irv2 explain cat.jpg --class tabby -o cam.png",
+    "irv2 explain photos/ -o cams/"))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--class", "wanted", type=ClassParam(), metavar="WNID|INDEX|LABEL",
               help="Explain this class: a WordNet ID (n02123045), an index (0-999) or a "

@@ -7,10 +7,12 @@ from pathlib import Path
 import click
 
 from ..spec import EXPORT_FORMATS, SPEC
-from .options import weights_option
+from .options import examples, weights_option
 
 
-@click.command()
+@click.command(epilog=examples(
+    "irv2 export --format onnx -o irv2.onnx",
+    "irv2 export --format savedmodel --no-top --pooling avg -o features/"))
 @click.option("--format", "fmt", required=True, type=click.Choice(EXPORT_FORMATS),
               help="onnx: one .onnx file; openvino: IR .xml + .bin (needs "
                    "pip install 'irv2cli[openvino]'); savedmodel: a TensorFlow SavedModel "

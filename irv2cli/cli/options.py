@@ -10,10 +10,10 @@ import click
 from ..spec import (
     BACKENDS,
     DEFAULT_MAX_PIXELS,
-    ENGINES,
     INTERPOLATIONS,
     PRECISIONS,
     RESIZE_MODES,
+    RUNNERS,
     SPEC,
 )
 
@@ -38,6 +38,11 @@ class ByteSize(click.ParamType):
         if size < 1:
             self.fail(f"{value!r} is not a size like 2GiB, 512MiB or 1073741824", param, ctx)
         return int(size)
+
+
+def examples(*commands: str) -> str:
+    """A command's ``--help`` epilog: ``commands`` as typed, one a line, after the options."""
+    return "\b\nExamples:\n" + "\n".join(f"  {command}" for command in commands)
 
 
 def bundle(*options):
@@ -85,24 +90,27 @@ def decode_options(what: str, refused: str):
     )
 
 
-engine_options = bundle(
-    click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
-                 envvar="IRV2_ENGINE",
-                 help="local: this machine; ray: a Ray cluster with Ray Data (pip install "
-                      "'irv2cli[ray]'), which can also write a folder of Parquet shards "
-                      "(--output DIR/ or a URI). Env: IRV2_ENGINE."),
+runner_options = bundle(
+    click.option("--runner", type=click.Choice(RUNNERS), envvar="IRV2_RUNNER",
+                 show_default="local",
+                 help="Where the run goes. local: this machine; ray: a Ray cluster with Ray "
+                      "Data (pip install 'irv2cli[ray]'), which can also write a folder of "
+                      "Parquet shards (--output DIR/ or a URI). Env: IRV2_RUNNER."),
+    # The spelling before 0.2, kept working: --engine names what --backend chooses.
+    click.option("--engine", "old_runner", type=click.Choice(RUNNERS), envvar="IRV2_ENGINE",
+                 hidden=True),
     click.option("--ray-address", metavar="ADDR", envvar="RAY_ADDRESS",
-                 help="With --engine ray: the cluster to join (HOST:PORT of its head). "
+                 help="With --runner ray: the cluster to join (HOST:PORT of its head). "
                       "Default: start a Ray instance on this machine. Env: RAY_ADDRESS."),
     click.option("--actors", type=click.IntRange(1, 4096),
-                 help="With --engine ray: processes running the network. Default: one per "
+                 help="With --runner ray: processes running the network. Default: one per "
                       "node."),
     click.option("--ray-node-ip", metavar="ADDR", envvar="IRV2_RAY_NODE_IP",
-                 help="With --engine ray: this machine's address as the cluster sees it (as "
+                 help="With --runner ray: this machine's address as the cluster sees it (as "
                       "`ray start --node-ip-address`). Default: Ray's guess. "
                       "Env: IRV2_RAY_NODE_IP."),
 )
-"""--engine and where a Ray run goes, for every command that runs over inputs."""
+"""--runner and where a Ray run goes, for every command that runs over inputs."""
 
 run_options = bundle(
     click.option("--resume", is_flag=True,
@@ -134,6 +142,6 @@ run_options = bundle(
                       "about 3x faster on CPUs with VNNI or AMX. Env: IRV2_PRECISION."),
     weights_option,
     preprocessing_options,
-    engine_options,
+    runner_options,
 )
 """Everything a run over inputs takes, shared by ``predict`` and ``embed``."""

@@ -7,10 +7,11 @@ from pathlib import Path
 import click
 
 from ..spec import RESULT_FORMATS
-from .options import decode_options, preprocessing_options
+from .options import decode_options, examples, preprocessing_options
 
 
-@click.command()
+@click.command(epilog=examples(
+    "irv2 report labels.jsonl -o report.html"))
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The HTML file to write.")

@@ -6,37 +6,25 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
 
-from ..inputs.decoding import DecodeLimits
-from ..inputs.images import Preprocessing
-from ..pipeline.preload import Deferred
-from ..pipeline.run import EngineSource, RunInterrupted, RunOptions, RunProgress, RunSummary, run
+from ..pipeline.job import Runner
+from ..pipeline.run import RunInterrupted, RunProgress, RunSummary, run
 from ..results.records import Record
 from ..results.writers import Output, shown
-from .render import run_progress
+from .render import run_progress, stderr_console
 from .signals import exit_status
 
 if TYPE_CHECKING:
     from ..results.report import HtmlReport
+    from .plan import RunPlan
 
 EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
-
-
-def options_from_flags(*, decode_memory: int, decode_timeout: float, resize: str,
-                       interpolation: str, max_pixels: int | None, globs: tuple[str, ...],
-                       **fields) -> RunOptions:
-    """The ``RunOptions`` that a command's flags (see ``options.run_options``) ask for."""
-    return RunOptions(preprocessing=Preprocessing(resize, interpolation, max_pixels),
-                      decode_limits=DecodeLimits(decode_memory, decode_timeout),
-                      globs=tuple(globs), **fields)
 
 
 class RunDisplay:
@@ -73,33 +61,43 @@ class RunDisplay:
             self.task = None
 
 
-def execute(inputs: Iterable[str | os.PathLike], sink: Output | Path, options: RunOptions, *,
-            engine: EngineSource, console: Console, doing: str, done: str, quiet: bool,
-            verbose: bool, report: HtmlReport | None = None, bar: bool = True,
-            **run_arguments) -> int:
-    """Run, drawing progress on ``console`` (unless not ``bar``: the engine draws its own)
-    and each record into ``report`` if given (finished with the summary, also when
-    interrupted); say what was done, how to finish an interrupted run, and return the
-    exit status: 0 all done, 1 some input failed (now or in the resumed file), 128 +
-    signal when interrupted."""
-    bar = bar and console.is_terminal and not quiet
-    display = RunDisplay(console, doing=doing, bar=bar, verbose=verbose)
-    on_record = display.record if report is None else _both(display.record, report.write)
+def execute(plan: RunPlan, runner: Runner, report: HtmlReport | None = None) -> int:
+    """Run ``plan`` on ``runner``, drawing progress on stderr (a Ray runner's own is
+    Ray Data's) and each record into ``report`` if given (finished with the summary,
+    also when interrupted); say what was done, how to finish an interrupted run, and
+    return the exit status: 0 all done, 1 some input failed (now or in the resumed file),
+    128 + signal when interrupted."""
+    console = stderr_console()
+    bar = plan.runner is None and console.is_terminal and not plan.quiet
+    display = RunDisplay(console, doing=plan.doing, bar=bar, verbose=plan.verbose)
+    on_record, options = display.record, plan.options
+    if report is not None:
+        on_record = _both(display.record, report.write)
+        options = dataclasses.replace(options, excluded=options.excluded | report.identities)
+    sink = plan.output if plan.output is not None else stdout_output(plan.stdout_format)
     try:
-        summary = run(inputs, sink, options, engine=engine, on_record=on_record,
-                      on_progress=display.advance if bar else None,
-                      exclude=report.identities if report else frozenset(), **run_arguments)
+        summary = run(plan.inputs, sink, options, runner=runner, on_record=on_record,
+                      on_progress=display.advance if bar else None)
     except RunInterrupted as interrupt:
         display.stop()  # before the last words, which go below the bar
         finish_report(report, interrupt.summary, interrupted=True)
-        summarize(console, interrupt.summary, done, quiet, interrupted=True,
-                  notes=engine_notes(engine))
+        summarize(console, plan, interrupt.summary, interrupted=True, notes=engine_notes(runner))
         return exit_status(interrupt.__cause__ or interrupt)
     finally:
         display.stop()
     finish_report(report, summary)
-    summarize(console, summary, done, quiet, notes=engine_notes(engine))
+    summarize(console, plan, summary, notes=engine_notes(runner))
     return EXIT_FAILED_INPUTS if summary.any_failed else EXIT_OK
+
+
+def stdout_output(fmt: str) -> Output:
+    """Tables (rich, in a terminal above the live bar) or records streamed to stdout."""
+    from ..results.writers import WRITERS, StdoutStream
+    from .render import TableWriter
+
+    if fmt == "table":
+        return Output(TableWriter())
+    return Output(WRITERS[fmt](StdoutStream()))
 
 
 def _both(first: Callable[[Record], None], second: Callable[[Record], None]
@@ -127,14 +125,10 @@ def finish_report(report: HtmlReport | None, summary: RunSummary,
     report.finish(summary.elapsed, notes)
 
 
-def engine_notes(engine: EngineSource) -> list[str]:
+def engine_notes(runner: Runner) -> list[str]:
     """What the summary says about the engine the run loaded: how the int8 runtime was
     calibrated and how it measured against fp32 (nothing for fp32, or if none loaded)."""
-    if isinstance(engine, Future):
-        engine = engine.result() if engine.done() and not engine.exception() else None
-    elif isinstance(engine, Deferred):
-        engine = engine.loaded
-    report = getattr(engine, "report", None)
+    report = getattr(getattr(runner, "loaded", None), "report", None)
     if report is None:
         return []
     from .quantize import report_lines
@@ -142,10 +136,10 @@ def engine_notes(engine: EngineSource) -> list[str]:
     return report_lines(report)
 
 
-def summarize(console: Console, summary: RunSummary, done: str, quiet: bool,
+def summarize(console: Console, plan: RunPlan, summary: RunSummary,
               interrupted: bool = False, notes: Iterable[str] = ()) -> None:
-    """The run's last words on stderr: how to finish it if interrupted; unless ``quiet``,
-    counts and speed, then ``notes`` (on the engine)."""
+    """The run's last words on stderr: how to finish it if interrupted; unless the plan
+    is quiet, counts and speed, then ``notes`` (on the engine)."""
     written = summary.classified + summary.failed
     if interrupted and summary.output is None:
         console.print(f"Interrupted: {written} results were written.", style="yellow")
@@ -153,10 +147,10 @@ def summarize(console: Console, summary: RunSummary, done: str, quiet: bool,
         console.print(f"Interrupted: {written} results were written in "
                       f"{shown(summary.output)}. Run the same command with --resume to finish.",
                       style="yellow")
-    if quiet:
+    if plan.quiet:
         return
     rate = written / summary.elapsed if summary.elapsed > 0 else 0.0
-    line = (f"{summary.classified} {done}, {summary.failed} failed in {summary.elapsed:.1f} s "
+    line = (f"{summary.classified} {plan.done}, {summary.failed} failed in {summary.elapsed:.1f} s "
             f"({rate:.2f} img/s)")
     if summary.skipped:
         line += f"; {summary.skipped} already in {shown(summary.output)}"

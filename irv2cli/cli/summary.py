@@ -9,8 +9,12 @@ import json
 
 import click
 
+from .options import examples
 
-@click.command()
+
+@click.command(epilog=examples(
+    "irv2 summary",
+    "irv2 summary --layers --format json"))
 @click.option("--layers", "with_layers", is_flag=True,
               help="List every layer (name, type, output shape, parameters), in Keras's order.")
 @click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",

@@ -7,9 +7,12 @@ from pathlib import Path
 import click
 
 from ..spec import SPEC
+from .options import examples
 
 
-@click.command("download-weights")
+@click.command("download-weights", epilog=examples(
+    "irv2 download-weights",
+    "irv2 download-weights --no-top --mirror https://mirror.example.org/keras-applications/"))
 @click.option("--include-top/--no-top", default=True, show_default=True,
               help="The full classifier, or the feature extractor without the top.")
 @click.option("--mirror", metavar="URL",

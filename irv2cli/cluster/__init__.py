@@ -1,1 +1,1 @@
-"""Runs over a Ray cluster with Ray Data (the optional ``ray`` extra): ``RayEngine``."""
+"""Runs over a Ray cluster with Ray Data (the optional ``ray`` extra): ``RayRunner``."""

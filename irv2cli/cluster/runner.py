@@ -2,9 +2,9 @@
 an actor pool of isolated decoders, and classified by an actor pool of engines; batches
 go from stage to stage through the object store, never through the driver.
 
-The driver either streams the records into a local results file (``RayEngine.records``,
+The driver either streams the records into a local results file (``RayRunner.records``,
 used by ``pipeline.run``) or has the cluster write a folder of Parquet shards
-(``RayEngine.write_shards``). Actors that die are restarted and their batches retried
+(``RayRunner.write_shards``). Actors that die are restarted and their batches retried
 (a bounded number of times), so a lost node or process costs time, not images.
 """
 
@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import ClusterError, Hint, Irv2Error
-from ..inputs.paths import InputSelection, path_key
+from ..inputs.paths import path_key
+from ..pipeline.job import Job
 from ..pipeline.run import RunOptions, RunSummary
 from ..results.records import Record
 from ..results.shards import ShardFolder, new_run
@@ -58,14 +59,14 @@ def import_ray():
         import ray
         import ray.data  # the extra's other half
     except ImportError:
-        raise ClusterError("the Ray engine needs Ray Data, which is not installed",
+        raise ClusterError("the Ray runner needs Ray Data, which is not installed",
                            hint=Hint.INSTALL_RAY) from None
     return ray
 
 
 @dataclass(frozen=True)
-class RayEngine:
-    """Where and how wide to run: ``address`` of a running cluster (default: the
+class RayRunner:
+    """A run's runner on a Ray cluster: ``address`` of a running cluster (default: the
     ``RAY_ADDRESS`` variable, else a Ray instance started on this machine for the run),
     ``actors`` running the network (default: one per node), and ``node_ip``, this
     machine's address as the cluster should see it (default: Ray's guess)."""
@@ -74,13 +75,14 @@ class RayEngine:
     actors: int | None = None
     node_ip: str | None = None
 
-    def records(self, inputs: list[str], selection: InputSelection, done: set[str],
-                options: RunOptions) -> Iterator[Record]:
-        """The records of every input not in ``done`` (path keys), as the cluster
-        finishes them (not in input order)."""
+    def total(self, job: Job) -> None:
+        return None  # the inputs are listed on the cluster, as the run goes
+
+    def records(self, job: Job) -> Iterator[Record]:
+        """The records of ``job``, as the cluster finishes them (not in input order)."""
         ray = import_ray()
         with self._connected(ray):
-            dataset = self._dataset(ray, inputs, selection, done, options)
+            dataset = self._dataset(ray, job)
             with _cluster_errors():
                 for columns in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     yield from column_records(columns)
@@ -97,10 +99,8 @@ class RayEngine:
             done = {path_key(record.path) for record in earlier}
             failed_before = sum(record.error is not None for record in earlier)
             with self._connected(ray):
-                selection = InputSelection(options.recursive, tuple(options.globs),
-                                           options.include_hidden)
-                dataset = self._dataset(ray, inputs, selection, done, options,
-                                        shards=folder.uri)
+                job = Job(inputs, options.selection(), frozenset(done), options)
+                dataset = self._dataset(ray, job, shards=folder.uri)
                 sink = _shard_sink(folder, new_run(), options.outputs)
                 with _cluster_errors():
                     dataset.write_datasink(sink)
@@ -135,16 +135,17 @@ class RayEngine:
         finally:
             ray.shutdown()
 
-    def _dataset(self, ray, inputs: list[str], selection: InputSelection, done: set[str],
-                 options: RunOptions, shards: str | None = None):
-        """The run as a lazy Ray dataset of record columns; never of the shards in the
+    def _dataset(self, ray, job: Job, shards: str | None = None):
+        """The job as a lazy Ray dataset of record columns; never of the shards in the
         folder ``shards`` (the output), which may be one of the inputs."""
         from .source import PathSource
         from .stages import Decode, Infer, Listing
 
+        options = job.options
         folder = os.getcwd()
-        done_ref = ray.put(frozenset(done))
-        listings = [Listing(path, selection, folder, done_ref, shards) for path in inputs]
+        done_ref = ray.put(job.done)
+        listings = [Listing(path, job.selection, folder, done_ref, shards)
+                    for path in job.inputs]
         actors = self.actors or _node_count(ray)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         decoders = options.workers or max(1, cpus - actors)
@@ -165,8 +166,7 @@ class RayEngine:
                 **RETRIED)
             return decoded.map_batches(
                 Infer, batch_size=options.batch_size, batch_format="numpy",
-                fn_constructor_args=(options.weights, options.backend, options.outputs,
-                                     options.top_k, options.precision),
+                fn_constructor_args=(options,),
                 compute=pools(size=actors), num_cpus=ENGINE_CPUS, **RETRIED)
 
 

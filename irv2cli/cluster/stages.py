@@ -13,7 +13,6 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from ..inputs.paths import InputSelection, iter_image_paths, path_key
 from ..inputs.uris import is_uri
 from ..pipeline.batches import Batch
 from ..pipeline.classifier import Classifier
+from ..pipeline.job import RunOptions
 from ..results.shards import SHARD
 from ..spec import SPEC
 from .rows import Columns, name_bytes, name_text, record_columns, texts, warnings_of, warnings_text
@@ -107,23 +107,23 @@ class Infer:
     cached artifact of the weights on this node (built by the first actor that needs
     it; the others wait for it), or the official weights, fetched into this node's cache
     when it lacks them. In ``precision`` int8, the node's own int8 artifact, which
-    ``irv2 quantize`` must have built there."""
+    ``irv2 quantize`` must have built there. ``options`` are the run's."""
 
-    def __init__(self, weights: Path | None, backend: str, outputs: tuple[str, ...],
-                 top_k: int, precision: str = "fp32"):
+    def __init__(self, options: RunOptions):
         from ..engines.base import check_outputs, load_engine
         from ..store.weights import ensure_weights
 
         self.failure: Irv2Error | None = None
         try:
-            engine = load_engine(weights or ensure_weights(), backend, precision=precision)
-            check_outputs(engine.outputs, outputs, weights)
+            engine = load_engine(options.weights or ensure_weights(), options.backend,
+                                 precision=options.precision)
+            check_outputs(engine.outputs, options.outputs, options.weights)
         except Irv2Error as exc:
             # Raised here, it would kill the actor, and reach the driver as Ray's text
             # of it; raised by a batch, it reaches the driver as itself.
             self.failure = exc
             return
-        self.classifier = Classifier(engine, top_k, outputs)
+        self.classifier = Classifier(engine, options.top_k, options.outputs)
 
     def __call__(self, rows: Columns) -> Columns:
         if self.failure is not None:
