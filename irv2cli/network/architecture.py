@@ -1,8 +1,12 @@
-"""Inception-ResNet-V2 as plain data: its stages and the branch layout of each block, and
-the arithmetic that gives every layer's Keras name, type, output shape and parameters.
+"""Inception-ResNet-V2 as plain data, the one description of the network: its stages and
+the branch layout of each block (``STAGES``), and ``walk``, which visits them layer by
+layer in the order Keras creates them.
 
-Plain Python, no Keras or TensorFlow, so ``irv2 summary`` answers at once;
-tests/test_summary.py proves it equal to ``model.build_model()`` layer for layer.
+``model.build_model`` walks them with Keras layers; ``irv2 summary`` walks them here
+with plain arithmetic that gives every layer's Keras name, type, output shape and
+parameters, no Keras or TensorFlow, so it answers at once. tests/test_model.py proves
+the Keras build equal to ``keras.applications.InceptionResNetV2``, and
+tests/test_summary.py the arithmetic equal to the Keras build, layer for layer.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from ..spec import SPEC
 
@@ -21,7 +26,7 @@ SAME, VALID = "same", "valid"
 
 @dataclass(frozen=True)
 class Conv:
-    """``conv2d_bn``: Conv2D without bias, BatchNorm (scale=False), ReLU."""
+    """Conv2D without bias, BatchNorm (scale=False), ReLU (Keras's ``conv2d_bn``)."""
 
     filters: int
     kernel: tuple[int, int]
@@ -53,7 +58,7 @@ class Dense:
 
     units: int
     name: str
-    activation: str = "softmax"
+    activation: str | None = "softmax"
 
 
 Op = Conv | Pool | GlobalAvgPool | Dense
@@ -88,7 +93,7 @@ class Stage:
 INPUT_SHAPE: Shape = (SPEC.input_size, SPEC.input_size, 3)
 MAX_POOL = Pool("max")
 
-STAGES: tuple[Stage, ...] = (
+BODY: tuple[Stage, ...] = (
     # 299x299x3 -> 35x35x192
     Stage("stem", "convolutions", ((
         Conv(32, (3, 3), 2, VALID), Conv(32, (3, 3), padding=VALID), Conv(64, (3, 3)), MAX_POOL,
@@ -132,9 +137,100 @@ STAGES: tuple[Stage, ...] = (
     ), (Blocks(9, 0.2), Blocks(1, 1.0, activation=None))),
     # 8x8x2080 -> 8x8x1536 -> 1536 -> 1000
     Stage("conv_7b", "1x1 conv", ((Conv(SPEC.feature_dim, (1, 1), name="conv_7b"),),)),
-    Stage("avg_pool", "global average pooling", ((GlobalAvgPool("avg_pool"),),)),
-    Stage("predictions", "classifier", ((Dense(SPEC.num_classes, "predictions"),),)),
 )
+
+
+def top(classes: int = SPEC.num_classes, activation: str | None = "softmax"
+        ) -> tuple[Stage, ...]:
+    """The classifier after ``BODY``: global average pooling, then ``classes`` units."""
+    return (
+        # 8x8x1536 -> 1536 -> 1000
+        Stage("avg_pool", "global average pooling", ((GlobalAvgPool("avg_pool"),),)),
+        Stage("predictions", "classifier", ((Dense(classes, "predictions", activation),),)),
+    )
+
+
+STAGES: tuple[Stage, ...] = BODY + top()
+
+X = TypeVar("X")
+
+
+class Builder(Protocol, Generic[X]):
+    """What ``walk`` asks for, in the order Keras creates the layers: each method adds
+    the layers of one op to the tensor (or whatever stands for one) ``x`` and returns
+    the result."""
+
+    def channels(self, x: X) -> int: ...
+
+    def conv_bn(self, op: Conv, x: X) -> X:
+        """Conv2D without bias, BatchNorm (scale=False), ReLU."""
+
+    def pool(self, op: Pool, x: X) -> X: ...
+
+    def global_avg_pool(self, op: GlobalAvgPool, x: X) -> X: ...
+
+    def dense(self, op: Dense, x: X) -> X: ...
+
+    def concat(self, xs: list[X], name: str) -> X: ...
+
+    def up_conv(self, x: X, channels: int, name: str) -> X:
+        """A residual block's 1x1 conv with a bias, no BatchNorm, no activation."""
+
+    def scaled_residual(self, shortcut: X, residual: X, scale: float, name: str) -> X:
+        """``shortcut + scale * residual``."""
+
+    def activation(self, x: X, name: str) -> X: ...
+
+
+def walk(builder: Builder[X], stages: Sequence[Stage], x: X) -> X:
+    """Build ``stages`` after ``x`` with ``builder``; the last stage's output."""
+    for stage in stages:
+        x = _stage(builder, stage, x)
+    return x
+
+
+def _op(builder: Builder[X], op: Op, x: X) -> X:
+    match op:
+        case Conv():
+            return builder.conv_bn(op, x)
+        case Pool():
+            return builder.pool(op, x)
+        case GlobalAvgPool():
+            return builder.global_avg_pool(op, x)
+        case Dense():
+            return builder.dense(op, x)
+
+
+def _branch(builder: Builder[X], branch: Branch, x: X) -> X:
+    for op in branch:
+        x = _op(builder, op, x)
+    return x
+
+
+def _concat(builder: Builder[X], stage: Stage, x: X, name: str) -> X:
+    return builder.concat([_branch(builder, branch, x) for branch in stage.branches], name)
+
+
+def _residual_block(builder: Builder[X], stage: Stage, run: Blocks, index: int, x: X) -> X:
+    name = f"{stage.name}_{index}"
+    mixed = _concat(builder, stage, x, f"{name}_mixed")
+    up = builder.up_conv(mixed, builder.channels(x), f"{name}_conv")
+    x = builder.scaled_residual(x, up, run.scale, name)
+    if run.activation is not None:
+        x = builder.activation(x, f"{name}_ac")
+    return x
+
+
+def _stage(builder: Builder[X], stage: Stage, x: X) -> X:
+    if stage.blocks:
+        runs = [run for run in stage.blocks for _ in range(run.count)]
+        for index, run in enumerate(runs, start=1):
+            x = _residual_block(builder, stage, run, index, x)
+        return x
+    if len(stage.branches) > 1:
+        return _concat(builder, stage, x, stage.name)
+    return _branch(builder, stage.branches[0], x)
+
 
 # The names Keras gives unnamed layers: the first "conv2d", then "conv2d_1", ...
 AUTO_NAMES = {"InputLayer": "input_layer", "Conv2D": "conv2d",
@@ -171,7 +267,8 @@ class StageSummary:
 
 
 class _Graph:
-    """Layers in creation order, named as Keras names them in a fresh session."""
+    """A ``Builder`` of plain layers in creation order, named as Keras names them in a
+    fresh session; a tensor is a layer's index."""
 
     def __init__(self) -> None:
         self.layers: list[Layer] = []
@@ -187,11 +284,50 @@ class _Graph:
     def shape(self, x: int) -> Shape:
         return self.layers[x].output_shape
 
+    def channels(self, x: int) -> int:
+        return self.shape(x)[-1]
+
     def _auto_name(self, type_: str) -> str:
         prefix = AUTO_NAMES[type_]
         uid = self._uids[prefix]
         self._uids[prefix] += 1
         return f"{prefix}_{uid}" if uid else prefix
+
+    def conv_bn(self, op: Conv, x: int) -> int:
+        shape = self.shape(x)
+        out = _windowed(shape, op.kernel, op.strides, op.padding, op.filters)
+        x = self.add("Conv2D", out, (x,), ((*op.kernel, shape[-1], op.filters),), name=op.name)
+        # BatchNorm(scale=False): beta trains; the moving mean and variance do not.
+        x = self.add("BatchNormalization", out, (x,), ((op.filters,),) * 3, 2 * op.filters,
+                     name=_named(op.name, "_bn"))
+        return self.add("Activation", out, (x,), name=_named(op.name, "_ac"))
+
+    def pool(self, op: Pool, x: int) -> int:
+        shape = self.shape(x)
+        out = _windowed(shape, (op.size, op.size), op.strides, op.padding, shape[-1])
+        return self.add(POOL_TYPES[op.kind], out, (x,))
+
+    def global_avg_pool(self, op: GlobalAvgPool, x: int) -> int:
+        return self.add("GlobalAveragePooling2D", self.shape(x)[-1:], (x,), name=op.name)
+
+    def dense(self, op: Dense, x: int) -> int:
+        weights = ((self.channels(x), op.units), (op.units,))
+        return self.add("Dense", (op.units,), (x,), weights, name=op.name)
+
+    def concat(self, xs: list[int], name: str) -> int:
+        channels = sum(self.channels(x) for x in xs)
+        return self.add("Concatenate", (*self.shape(xs[0])[:2], channels), tuple(xs), name=name)
+
+    def up_conv(self, x: int, channels: int, name: str) -> int:
+        shape = (*self.shape(x)[:2], channels)
+        weights = ((1, 1, self.channels(x), channels), (channels,))
+        return self.add("Conv2D", shape, (x,), weights, name=name)
+
+    def scaled_residual(self, shortcut: int, residual: int, scale: float, name: str) -> int:
+        return self.add("ScaledResidual", self.shape(shortcut), (shortcut, residual), name=name)
+
+    def activation(self, x: int, name: str) -> int:
+        return self.add("Activation", self.shape(x), (x,), name=name)
 
 
 def _extent(size: int, kernel: int, strides: int, padding: str) -> int:
@@ -212,71 +348,6 @@ def _named(name: str | None, suffix: str) -> str | None:
     return None if name is None else name + suffix
 
 
-def _conv_bn(g: _Graph, op: Conv, x: int) -> int:
-    shape = g.shape(x)
-    out = _windowed(shape, op.kernel, op.strides, op.padding, op.filters)
-    x = g.add("Conv2D", out, (x,), ((*op.kernel, shape[-1], op.filters),), name=op.name)
-    # BatchNorm(scale=False): beta trains; the moving mean and variance do not.
-    x = g.add("BatchNormalization", out, (x,), ((op.filters,),) * 3, 2 * op.filters,
-              name=_named(op.name, "_bn"))
-    return g.add("Activation", out, (x,), name=_named(op.name, "_ac"))
-
-
-def _pool(g: _Graph, op: Pool, x: int) -> int:
-    shape = g.shape(x)
-    out = _windowed(shape, (op.size, op.size), op.strides, op.padding, shape[-1])
-    return g.add(POOL_TYPES[op.kind], out, (x,))
-
-
-def _global_avg_pool(g: _Graph, op: GlobalAvgPool, x: int) -> int:
-    return g.add("GlobalAveragePooling2D", g.shape(x)[-1:], (x,), name=op.name)
-
-
-def _dense(g: _Graph, op: Dense, x: int) -> int:
-    weights = ((g.shape(x)[-1], op.units), (op.units,))
-    return g.add("Dense", (op.units,), (x,), weights, name=op.name)
-
-
-_OPS: dict[type, Callable[[_Graph, Op, int], int]] = {
-    Conv: _conv_bn, Pool: _pool, GlobalAvgPool: _global_avg_pool, Dense: _dense,
-}
-
-
-def _branch(g: _Graph, branch: Branch, x: int) -> int:
-    for op in branch:
-        x = _OPS[type(op)](g, op, x)
-    return x
-
-
-def _concat(g: _Graph, stage: Stage, x: int, name: str) -> int:
-    outputs = tuple(_branch(g, branch, x) for branch in stage.branches)
-    channels = sum(g.shape(out)[-1] for out in outputs)
-    return g.add("Concatenate", (*g.shape(outputs[0])[:2], channels), outputs, name=name)
-
-
-def _residual_block(g: _Graph, stage: Stage, run: Blocks, index: int, x: int) -> int:
-    name = f"{stage.name}_{index}"
-    mixed = _concat(g, stage, x, f"{name}_mixed")
-    shape = g.shape(x)
-    weights = ((1, 1, g.shape(mixed)[-1], shape[-1]), (shape[-1],))
-    up = g.add("Conv2D", shape, (mixed,), weights, name=f"{name}_conv")
-    x = g.add("ScaledResidual", shape, (x, up), name=name)
-    if run.activation is not None:
-        x = g.add("Activation", shape, (x,), name=f"{name}_ac")
-    return x
-
-
-def _stage(g: _Graph, stage: Stage, x: int) -> int:
-    if stage.blocks:
-        runs = [run for run in stage.blocks for _ in range(run.count)]
-        for index, run in enumerate(runs, start=1):
-            x = _residual_block(g, stage, run, index, x)
-        return x
-    if len(stage.branches) > 1:
-        return _concat(g, stage, x, stage.name)
-    return _branch(g, stage.branches[0], x)
-
-
 @functools.cache
 def _build() -> tuple[tuple[Layer, ...], tuple[StageSummary, ...]]:
     """The layers in creation order, and the stages they add up to."""
@@ -285,7 +356,7 @@ def _build() -> tuple[tuple[Layer, ...], tuple[StageSummary, ...]]:
     summaries = []
     start = 0
     for stage in STAGES:
-        x = _stage(g, stage, x)
+        x = walk(g, (stage,), x)
         parameters = sum(layer.parameters for layer in g.layers[start:])
         summaries.append(StageSummary(stage, g.shape(x), parameters, g.layers[x].name))
         start = len(g.layers)
