@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import gc
 import importlib
 import os
 import signal
@@ -74,24 +73,53 @@ def main() -> None:
 
 
 def program() -> None:
-    """The ``irv2`` program (its console script, ``python -m irv2cli``): ``main``, then the
-    process ends at once (see ``_exit_at_once``), a bug's traceback included. A standard
-    stream the caller closed (``>&-``) is /dev/null meanwhile."""
+    """The ``irv2`` program (its console script, ``python -m irv2cli``): ``main``, after
+    which the process ends as soon as its exit handlers have run (see ``_end_now``). A
+    standard stream the caller closed (``>&-``) is /dev/null meanwhile."""
     _standard_streams_open()
+    atexit.register(_end_now)  # the first registered, so the last to run
     try:
         main()
     except SystemExit as done:
-        _exit_at_once(done.code)
+        _ending(0 if done.code is None else done.code if isinstance(done.code, int) else 1)
         raise
-    except Exception:
-        sys.excepthook(*sys.exc_info())  # what Python would print
-        _exit_at_once(1)
-        sys.exit(1)
-    finally:
-        # The usual exit, if it is taken: everything is written and closed by now, and the
-        # interpreter's last garbage collections, which walk every object of NumPy, ONNX
-        # Runtime and rich, would only delay it (by 25 ms or more each).
-        gc.freeze()
+    except BaseException:
+        _ending(1)  # a bug: Python prints its traceback, then exits
+        raise
+
+
+_status: int | None = None  # the program's exit status, once its command is done
+
+
+def _ending(status: int) -> None:
+    """The command is done with ``status``: a signal from here on ends nothing that is not
+    done already, so it is ignored, unless a thread that is not a daemon still runs (the
+    interpreter waits for it, and Ctrl-C must still work meanwhile)."""
+    global _status
+    _status = status
+    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
+    if not any(not thread.daemon for thread in others):
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def _end_now() -> None:
+    """The last exit handler: every other one has run (multiprocessing's, Ray's, temporary
+    folders', the build child's) and every thread that is not a daemon has ended, so end
+    the process with the program's status now, without the interpreter's teardown. That
+    teardown frees the objects of NumPy, ONNX Runtime and rich one by one (20-30 ms) for
+    the system to free their memory again, and a session ONNX Runtime is still creating
+    on another thread can abort it. If stdout cannot take what is left in its buffer,
+    the usual exit goes on, and reports that."""
+    if _status is None:
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(_status)
 
 
 def _standard_streams_open() -> None:
@@ -107,30 +135,3 @@ def _standard_streams_open() -> None:
                 os.close(null)
             if getattr(sys, name) is None:  # Python found it closed: one for the program's life
                 setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
-
-
-def _exit_at_once(code: int | str | None) -> None:
-    """End the process with the status ``code`` now that the command has written and
-    closed everything: the exit handlers run (multiprocessing's, Ray's, temporary
-    folders'), the interpreter's teardown does not. That teardown frees the objects of
-    NumPy, ONNX Runtime and rich one by one (20-30 ms) for the system to free their memory
-    again, and a session ONNX Runtime is still creating on another thread can abort it.
-    A signal from here on ends nothing that is not done already, so it is ignored.
-    Returns, for the usual exit, while another thread that is not a daemon still runs
-    (it would be cut short), when the status is a message, or if stdout cannot take
-    what is left in its buffer (the usual exit reports that)."""
-    signals = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-               if hasattr(signal, name)]
-    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signals}
-    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
-    if any(not thread.daemon for thread in others) or not isinstance(code, int | None):
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-        return
-    atexit._run_exitfuncs()  # they run once: the usual exit finds none left
-    try:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-    except (OSError, ValueError):
-        return
-    os._exit(code or 0)
