@@ -5,6 +5,8 @@
 >>> run(["photos/"], "labels.csv", RunOptions(top_k=3))    # a folder into a results file
 >>> from irv2cli import Classifier
 >>> Classifier.from_weights().classify(["cat.jpg"])          # records, one per file
+>>> from irv2cli import explain
+>>> explain(["cat.jpg"], "cam.png")                          # a Grad-CAM heatmap
 
 Heavy modules (TensorFlow, Keras, ONNX Runtime) load on first use, so ``import irv2cli``
 stays fast.
@@ -37,6 +39,9 @@ _EXPORTS = {
     "RunProgress": "pipeline.run",
     "RunInterrupted": "pipeline.run",
     "Classifier": "pipeline.classifier",
+    "explain": "pipeline.explain",
+    "ExplainOptions": "pipeline.explain",
+    "Explained": "pipeline.explain",
     "RayRunner": "cluster.runner",
     "LocalRunner": "pipeline.local",
     "Record": "results.records",
@@ -53,11 +58,12 @@ _EXPORTS = {
 }
 __all__ = [
     "FEATURES", "PROBABILITIES", "SPEC", "CalibrationError", "Classifier", "ClusterError",
-    "DecodeLimits", "DownloadError", "EngineError", "ExportError", "Hint", "ImageError",
+    "DecodeLimits", "DownloadError", "EngineError", "ExplainOptions", "Explained", "ExportError",
+    "Hint", "ImageError",
     "Irv2Error", "LocalRunner", "OutputError", "Prediction", "Preprocessing", "RayRunner",
     "Record",
     "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "WeightsError",
-    "__version__", "build_model", "ensure_weights", "export_model", "install_from_file",
+    "__version__", "build_model", "ensure_weights", "explain", "export_model", "install_from_file",
     "load_engine", "load_weights", "quantize", "run",
 ]
 
@@ -70,6 +76,7 @@ if TYPE_CHECKING:
     from .network.h5weights import load_weights
     from .network.model import build_model
     from .pipeline.classifier import Classifier
+    from .pipeline.explain import Explained, ExplainOptions, explain
     from .pipeline.local import LocalRunner
     from .pipeline.quantize import quantize
     from .pipeline.run import RunInterrupted, RunOptions, RunProgress, RunSummary, run

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ClassLookupError, Irv2Error
+from ..errors import ClassLookupError
 from ..spec import SPEC
-from .options import examples, preprocessing_options, weights_option
+from .options import decode_options, examples, preprocessing_options, weights_option
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..inputs.decoding import Outcome
-    from ..inputs.images import Preprocessing
-    from ..network.gradcam import Explainer
-
-TRACE_FROM = 3  # images from which tracing the network into a graph pays (network.gradcam)
-AHEAD = 4  # images decoded ahead of the one being explained
+    from ..pipeline.explain import Explained
 
 
 class ClassParam(click.ParamType):
@@ -55,7 +49,9 @@ class ClassParam(click.ParamType):
 @click.option("--force", is_flag=True, help="Replace existing heatmap files.")
 @weights_option
 @preprocessing_options
-def explain(inputs, wanted, output, top_k, force, weights, resize, interpolation, max_pixels):
+@decode_options("the images", "is an error")
+def explain(inputs, wanted, output, top_k, force, weights, resize, interpolation, max_pixels,
+            workers, decode_memory, decode_timeout):
     """Show where the network looks: a Grad-CAM heatmap over each image.
 
     Grad-CAM (Selvaraju et al.) of the class's logit at the last convolutional block
@@ -63,89 +59,56 @@ def explain(inputs, wanted, output, top_k, force, weights, resize, interpolation
     network saw (with center-crop, the crop; the rest is dimmed). Prints the top-k table
     of each image. Needs gradients, so it runs the Keras model: it takes longer to start
     than predict (TensorFlow and the model load first, about 10 s). The network's input
-    is decoded in an isolated worker process, as in predict; the full-size image for the
+    is decoded in isolated worker processes, as in predict; the full-size image for the
     picture is then decoded in this process, within --max-pixels. A folder's *.cam.png
     files are skipped: they are explain's own output. Exit status: 0 all explained, 1 some
     image failed, 2 usage error.
     """
+    from ..inputs.decoding import DecodeLimits
     from ..inputs.images import Preprocessing
+    from ..pipeline.explain import ExplainOptions
+    from ..pipeline.explain import explain as explain_images
     from ..results.heatmaps import output_plan
+    from .official import official_weights
+    from .render import stderr_console
 
     if output is not None and output.suffix.lower() == ".png" and not output.is_dir() and (
             len(inputs) > 1 or Path(inputs[0]).is_dir()):
         raise click.UsageError("several images need an output folder, not a .png file.")
-    plan = output_plan(inputs, output, force)
-    if not plan:
+    # Before the official weights may be fetched: no images, or an existing heatmap file.
+    if not output_plan(inputs, output, force):
         raise click.UsageError("no image files in the inputs.")
-    preprocessing = Preprocessing(resize, interpolation, max_pixels)
-    failed = _explain_all(plan, preprocessing, weights, wanted, top_k, force)
-    click.get_current_context().exit(1 if failed else 0)
+    console = stderr_console()
+    options = ExplainOptions(
+        weights=weights or official_weights(console),
+        class_index=None if wanted is None else wanted.index, top_k=top_k,
+        preprocessing=Preprocessing(resize, interpolation, max_pixels),
+        decode_limits=DecodeLimits(decode_memory, decode_timeout), workers=workers,
+        force=force)
+    summary = explain_images(inputs, output, options, on_image=_Shown(console),
+                             notify=lambda message: console.print(message, style="dim"))
+    click.get_current_context().exit(1 if summary.failed else 0)
 
 
-def _explain_all(plan, preprocessing, weights, wanted, top_k, force) -> int:
-    """Decode ``plan``'s images in worker processes (a few ahead) while the network loads,
-    then explain each in turn; return how many failed."""
-    from ..inputs.decoding import DecodedInOrder, DecodePool
-    from .advice import user_message
-    from .render import stderr_console
+class _Shown:
+    """Shows each explained image: its top-k table on stdout and where its heatmap went
+    on ``console``, or its error there."""
 
-    console, failed = stderr_console(), 0
-    with DecodePool(min(2, len(plan))) as pool, DecodedInOrder(
-            plan, lambda item: pool.submit(item[0], preprocessing), AHEAD) as decoded:
-        explaining = _Explaining(_load(weights, len(plan) >= TRACE_FROM, console),
-                                 preprocessing, None if wanted is None else wanted.index,
-                                 top_k, force, console)
-        for (path, target), outcome in decoded:
-            try:
-                explaining.one(path, target, outcome)
-            except Irv2Error as exc:
-                console.print(f"error: {user_message(exc)}", style="red")
-                failed += 1
-    return failed
-
-
-def _load(weights: Path | None, traced: bool, console: Console) -> Explainer:
-    """The Grad-CAM explainer for ``weights`` (default: the official file, fetched)."""
-    from ..network.gradcam import Explainer
-    from .official import official_weights
-
-    if weights is None:
-        weights = official_weights(console)
-    console.print("loading the Keras model...", style="dim")
-    return Explainer.from_weights(weights, traced)
-
-
-@dataclass(frozen=True)
-class _Explaining:
-    """What explaining each image takes: the explainer and the command's options."""
-
-    explainer: Explainer
-    preprocessing: Preprocessing
-    class_index: int | None
-    top_k: int
-    force: bool
-    console: Console
-
-    def one(self, path: str, target: Path, decoded: Outcome) -> None:
-        """Explain one decoded image: the heatmap PNG to ``target``, the top-k table to
-        stdout; the full-size image is opened here, within the pixel limit."""
+    def __init__(self, console: Console):
         from rich.console import Console
 
-        from ..errors import ImageError
-        from ..inputs.images import open_rgb, to_input
-        from ..results.heatmaps import overlay, save_png, seen_region
-        from ..results.labels import decode_top_k, imagenet_labels
+        self.console, self.stdout = console, Console(markup=False)
+
+    def __call__(self, explained: Explained) -> None:
+        from ..results.labels import imagenet_labels
         from ..results.records import Record
         from ..results.writers import shown
+        from .advice import user_message
         from .render import prediction_table
 
-        if isinstance(decoded, str):
-            raise ImageError(decoded)
-        cam = self.explainer.explain(to_input(decoded.pixels), self.class_index)
-        image = open_rgb(path, self.preprocessing.max_pixels)
-        region = seen_region(image.size, self.preprocessing.resize)
-        save_png(overlay(image, cam.heatmap, region), target, self.force)
-        Console(markup=False).print(
-            prediction_table(Record(path, decode_top_k(cam.probabilities, self.top_k))))
-        explained = imagenet_labels()[cam.class_index]
-        self.console.print(f"{explained.label} ({explained.wnid}) -> {shown(target)}")
+        if explained.error is not None:
+            self.console.print(f"error: {user_message(explained.error)}", style="red")
+            return
+        self.stdout.print(prediction_table(Record(explained.path, explained.predictions)))
+        label = imagenet_labels()[explained.class_index]
+        self.console.print(f"{label.label} ({label.wnid}) -> {shown(explained.heatmap)}")
