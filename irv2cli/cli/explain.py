@@ -104,11 +104,11 @@ class _Shown:
         from ..results.records import Record
         from ..results.writers import shown
         from .advice import user_message
-        from .render import prediction_table
+        from .render import print_predictions
 
         if explained.error is not None:
             self.console.print(f"error: {user_message(explained.error)}", style="red")
             return
-        self.stdout.print(prediction_table(Record(explained.path, explained.predictions)))
+        print_predictions(self.stdout, Record(explained.path, explained.predictions))
         label = imagenet_labels()[explained.class_index]
         self.console.print(f"{label.label} ({label.wnid}) -> {shown(explained.heatmap)}")

@@ -30,8 +30,6 @@ def stderr_console() -> Console:
     return Console(stderr=True, soft_wrap=True, markup=False)
 
 
-
-
 def stdout_is_terminal() -> bool:
     """Whether stdout really is a terminal, not a pipe or a file (rich's ``is_terminal``
     also says yes when ``FORCE_COLOR`` is set)."""
@@ -41,9 +39,17 @@ def stdout_is_terminal() -> bool:
         return False
 
 
+def print_predictions(console: Console, record: Record) -> None:
+    """One image's top-k on ``console``: its name on a line of its own, never wrapped
+    (however narrow the terminal, it stays one piece of text to search for), then its
+    ``prediction_table``."""
+    console.print(Text(shown(record.path), style="italic"), soft_wrap=True)
+    console.print(prediction_table(record))
+
+
 def prediction_table(record: Record) -> Table:
     """One image's top-k as a table: rank, label, WordNet ID, probability with a bar."""
-    table = Table(title=Text(shown(record.path)), title_justify="left")
+    table = Table()
     table.add_column("#", justify="right")
     table.add_column("label")
     table.add_column("WordNet ID")
@@ -109,7 +115,7 @@ class TableWriter(RecordWriter):
             return
         try:
             with self.console.capture() as table:
-                self.console.print(prediction_table(record))
+                print_predictions(self.console, record)
             sys.stdout.write(table.get())
             sys.stdout.flush()
         except BrokenPipeError:  # the reader is gone: click exits quietly
