@@ -19,8 +19,10 @@ from irv2cli.bench.harness import (
     KERAS_LOOP,
     ColdStart,
     Summary,
+    photo_sources,
     plan,
     python_call,
+    sample_photos,
 )
 from irv2cli.cli.bench import benchmark_table, cold_start_table
 
@@ -103,3 +105,23 @@ def test_cold_start_rows_show_the_speed_up_over_the_slowest():
     text = rendered(cold_start_table([ColdStart("irv2 predict (onnx)", 2.0, [2.0], 300.0),
                                       ColdStart("Keras recipe", 8.0, [8.0], 1500.0)]))
     assert "4.0x" in text and "1.0x" in text
+
+
+def test_the_default_photos_are_the_samples_installed_with_the_package():
+    import irv2cli
+
+    folder = sample_photos()
+    assert folder.is_relative_to(Path(irv2cli.__file__).parent)  # not the checkout's
+    assert [p.name for p in photo_sources(folder)] == [
+        "astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+
+
+def test_a_folder_without_photos_is_one_line_before_anything_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from irv2cli.cli.main import cli
+
+    (tmp_path / "notes.txt").write_text("no photos here")
+    result = CliRunner().invoke(cli, ["bench", "--images", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{tmp_path} holds no JPEG photos" in result.output

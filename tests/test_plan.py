@@ -72,7 +72,8 @@ COMMON = {
     "old_runner": (["--engine", "ray"], lambda p: type(p.runner).__name__ == "RayRunner"),
     "ray_address": (["--runner", "ray", "--ray-address", "10.0.0.1:6379"],
                     lambda p: getattr(p.runner, "address", None) == "10.0.0.1:6379"),
-    "actors": (["--runner", "ray", "--actors", "3"], lambda p: getattr(p.runner, "actors", None) == 3),
+    "actors": (["--runner", "ray", "--actors", "3"],
+               lambda p: getattr(p.runner, "actors", None) == 3),
     "ray_node_ip": (["--runner", "ray", "--ray-node-ip", "10.0.0.2"],
                     lambda p: getattr(p.runner, "node_ip", None) == "10.0.0.2"),
 }

@@ -21,13 +21,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 from ..errors import Irv2Error
 from ..spec import SPEC
 
-SAMPLE_SOURCES = ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")
+PHOTO_SUFFIXES = (".jpg", ".jpeg")
 PHONE_PHOTO_SIZE = (4032, 3024)  # 12 megapixels, as most phones take them
 KERAS_PREPROCESSING = ("--resize", "squash", "--interpolation", "nearest")  # as load_img
 Images = Literal["small", "photos"]
@@ -249,12 +250,44 @@ def cold_starts(weights: Path, image: Path, calibration: Path, env: dict[str, st
             for name, times in timings.items()]
 
 
-def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
-                  batch_sizes: list[int], keras_batch_sizes: list[int], cold_runs: int,
-                  rounds: int, progress=print, ray: bool = False
+def sample_photos() -> Path:
+    """The folder of sample photos installed with irv2cli (the checkout's ``samples/``)."""
+    return Path(str(files("irv2cli") / "data" / "samples"))
+
+
+def photo_sources(folder: Path) -> list[Path]:
+    """The JPEG photos of ``folder``, sorted; ``Irv2Error`` if it holds none."""
+    photos = sorted(path for path in folder.iterdir()
+                    if path.suffix.lower() in PHOTO_SUFFIXES and path.is_file())
+    if not photos:
+        raise Irv2Error(f"{folder} holds no JPEG photos (*.jpg, *.jpeg) to measure with")
+    return photos
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What ``irv2 bench`` measures: on the JPEG photos of ``images`` (default: the sample
+    photos), with ``weights`` (default: generated), folders of ``small`` and ``large``
+    images at each of ``batch_sizes`` (the Keras loop at ``keras_batch_sizes``), over
+    ``rounds``; ``cold_runs`` one-image starts; with ``ray``, the Ray runner too."""
+
+    images: Path | None = None
+    weights: Path | None = None
+    small: int = 8
+    large: int = 40
+    batch_sizes: tuple[int, ...] = (1, 8, 16)
+    keras_batch_sizes: tuple[int, ...] = (1, 8)
+    cold_runs: int = 3
+    rounds: int = 2
+    ray: bool = False
+
+
+def run_benchmark(settings: BenchSettings, progress=print
                   ) -> tuple[list[ColdStart], list[Summary]]:
     """Every measurement, in the order of the tables. This process never imports
     TensorFlow, so its own memory does not leak into the children's peak RSS."""
+    weights, rounds = settings.weights, settings.rounds
+    sources = photo_sources(settings.images or sample_photos())
     with tempfile.TemporaryDirectory(prefix="irv2-bench-") as tmp:
         scratch = Path(tmp)
         env = {**os.environ, "IRV2_HOME": str(scratch / "home"), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -264,10 +297,9 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
             subprocess.run(python_call("irv2cli.network.synthetic", "write_random_weights",
                                        weights), env=env, check=True,
                            stderr=subprocess.DEVNULL)
-        sources = [samples / name for name in SAMPLE_SOURCES if (samples / name).exists()]
         calibration = make_folder(scratch / "calibration", len(sources), sources)
         progress("measuring cold starts...")
-        starts = cold_starts(weights, sources[0], calibration, env, cold_runs)
+        starts = cold_starts(weights, sources[0], calibration, env, settings.cold_runs)
         progress("building the runtime artifacts (fp32, int8) for these weights...")
         subprocess.run([sys.executable, "-m", "irv2cli", "predict", str(sources[0]),
                         "--weights", str(weights), "--quiet"], env=env, check=True,
@@ -275,10 +307,10 @@ def run_benchmark(samples: Path, weights: Path | None, small: int, large: int,
         subprocess.run(quantize_command(calibration, weights), env=env, check=True,
                        stdout=subprocess.DEVNULL)
         photos = make_phone_photos(scratch / "photo-sources", sources)
-        folders = {kind: (make_folder(scratch / f"{kind}-small", small, files),
-                          make_folder(scratch / f"{kind}-large", large, files))
+        folders = {kind: (make_folder(scratch / f"{kind}-small", settings.small, files),
+                          make_folder(scratch / f"{kind}-large", settings.large, files))
                    for kind, files in (("small", sources), ("photos", photos))}
-        steps = plan(batch_sizes, keras_batch_sizes, ray)
+        steps = plan(list(settings.batch_sizes), list(settings.keras_batch_sizes), settings.ray)
         measured: dict[tuple[Pipeline, int], list[Measurement]] = {step: [] for step in steps}
         for round_ in range(1, rounds + 1):
             for pipeline, batch_size in steps:

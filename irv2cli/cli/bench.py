@@ -29,8 +29,8 @@ def int_list(ctx, param, value: str) -> list[int]:
     "irv2 bench",
     "irv2 bench --images my-photos/ --rounds 3"))
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default="samples", show_default=True,
-              help="A folder of JPEG photos to cycle through.")
+              help="A folder of JPEG photos to cycle through. Default: the sample photos "
+                   "installed with irv2cli.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Weights to use. Default: seeded random weights generated offline.")
 @click.option("--small", type=click.IntRange(1), default=8, show_default=True,
@@ -60,15 +60,16 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
     """
     from rich.console import Console
 
-    from ..bench.harness import run_benchmark
+    from ..bench.harness import BenchSettings, run_benchmark
     from .render import stderr_console
 
     if large <= small:
         raise click.BadParameter("must be larger than --small", param_hint="--large")
     console = stderr_console()
+    settings = BenchSettings(images, weights, small, large, tuple(batch_sizes),
+                             tuple(keras_batch_sizes), cold_runs, rounds, ray)
     starts, results = run_benchmark(
-        images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds,
-        progress=lambda message: console.print(message, style="dim"), ray=ray)
+        settings, progress=lambda message: console.print(message, style="dim"))
     Console().print(cold_start_table(starts))
     Console().print(benchmark_table(results))
 
