@@ -31,6 +31,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+HOSTILE_DIR = Path(__file__).resolve().parent / "hostile"  # the misbehaving test decoder
 
 # A test that uses one of these, itself or through another fixture, builds a Keras model
 # (the generated weights come from one), an engine or the runtime artifact: it is slow.
@@ -39,13 +40,21 @@ SLOW_FIXTURES = frozenset({"reference_model", "reference_notop", "top_weights", 
                            "runtime_ready", "int8_runtime", "int8_ready", "int8_builds"})
 
 
+# A test that uses one of these talks to a real server of that kind (and is slow too).
+SERVER_FIXTURES = {"ray_cluster": "ray", "s3_server": "s3"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(items) -> None:
-    """Mark ``slow`` every test that uses a fixture of ``SLOW_FIXTURES``; the tests that
-    are slow for another reason (a process, TensorFlow) carry the mark themselves."""
+    """Mark ``slow`` every test that uses a fixture of ``SLOW_FIXTURES`` or
+    ``SERVER_FIXTURES``, and with the server's kind those of ``SERVER_FIXTURES``; the tests
+    that are slow for another reason (a process, TensorFlow) carry the mark themselves."""
     for item in items:
-        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & (SLOW_FIXTURES | SERVER_FIXTURES.keys()):
             item.add_marker(pytest.mark.slow)
+        for fixture in fixtures & SERVER_FIXTURES.keys():
+            item.add_marker(SERVER_FIXTURES[fixture])
 
 
 @pytest.fixture(scope="session")
@@ -129,9 +138,30 @@ def cached_engines(shared_engines, session_homes, monkeypatch):
 
 
 @pytest.fixture
-def weights(top_weights, cached_engines) -> Path:
-    """The generated weights, with engines shared across the tests of the session."""
-    return top_weights
+def weights(request) -> Path:
+    """The generated weights, with engines shared across the tests of the session; in a
+    module marked ``in_memory_engine``, whose subject is files, folders, resume and faults
+    rather than the network, the in-memory engine's (``pixel_weights``)."""
+    if request.node.get_closest_marker("in_memory_engine"):
+        return request.getfixturevalue("pixel_weights")
+    request.getfixturevalue("cached_engines")
+    return request.getfixturevalue("top_weights")
+
+
+@pytest.fixture
+def pixel_weights(tmp_path_factory, monkeypatch) -> Path:
+    """A weights file (its bytes are never read) whose engine, however loaded, is a
+    ``pixel_engine.PixelEngine``: for tests whose subject is files, folders, resume and
+    faults, not the network. A module of such tests makes it its ``weights``."""
+    from pixel_engine import PixelEngine
+
+    from irv2cli.engines import base as engines
+
+    engine = PixelEngine()
+    monkeypatch.setattr(engines, "load_engine", lambda *args, **kwargs: engine)
+    path = tmp_path_factory.mktemp("pixel-engine") / "weights.h5"
+    path.write_bytes(b"the pixel engine's weights are never read")
+    return path
 
 
 @pytest.fixture
@@ -176,6 +206,24 @@ def s3(s3_server, monkeypatch):
 
 
 _buckets = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(built_runtime) -> Iterator[str]:
+    """One real Ray cluster for the session, on loopback: a head on 127.0.0.2 and a second
+    node on 127.0.0.3, two CPUs each, whose nodes' cache holds the artifact of the top
+    weights, whose decoders can load the misbehaving test decoder (tests/hostile), and
+    whose workers hold the fake S3 credentials: the head's address."""
+    from ray_cluster import ray_environment, two_node_cluster
+    from s3_server import FAKE_CREDENTIALS
+
+    python_path = os.pathsep.join(filter(None, [str(HOSTILE_DIR),
+                                                os.environ.get("PYTHONPATH")]))
+    env = ray_environment(IRV2_HOME=str(built_runtime.parent), PYTHONPATH=python_path,
+                          AWS_CONFIG_FILE="/nonexistent",
+                          AWS_SHARED_CREDENTIALS_FILE="/nonexistent", **FAKE_CREDENTIALS)
+    with two_node_cluster(env) as address:
+        yield address
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from irv2cli.results.labels import Prediction
 from irv2cli.results.records import Record
 from irv2cli.spec import FEATURES
 
+pytestmark = pytest.mark.in_memory_engine  # the subject is not the network
+
 DIM = 1536
 
 

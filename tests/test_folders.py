@@ -21,6 +21,8 @@ from irv2cli.inputs.decoding import Decoded
 from irv2cli.inputs.paths import InputSelection, iter_image_paths
 from irv2cli.pipeline.batches import iter_batches
 
+pytestmark = pytest.mark.in_memory_engine  # the subject is not the network
+
 
 @pytest.fixture
 def messy(tmp_path, samples) -> Path:

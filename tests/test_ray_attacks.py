@@ -1,11 +1,12 @@
 """``--runner ray`` against a hostile world: misbehaving decoders, a driver stopped or
 killed mid-run, shard folders that hold what they should not, and the mistakes users
 make. Every run is a real process on a real Ray instance (a local one, started by the
-run, or the module's one-node cluster), and every Ray process a test starts is ended by
-that test."""
+run, or the session's cluster), and every Ray process a test starts is ended by that
+test."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -15,18 +16,18 @@ from pathlib import Path
 
 import pytest
 from ray_cluster import (
-    inference_actors,
     marked,
     marked_with,
     processes,
     ray_environment,
-    two_node_cluster,
 )
 from support import copies, numbered
-from test_hostile_files import HOSTILE_DIR, assert_every_hostile_file_once, hostile_folder
+from test_hostile_files import assert_every_hostile_file_once, hostile_folder
 from test_ray_runner import by_path, irv2, jsonl_records, shard_records
 
 from irv2cli.cli.main import cli
+
+pytestmark = pytest.mark.ray
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 # A node's agents wait for its dead control store before they exit (up to a minute);
@@ -36,12 +37,18 @@ SLOW_TO_GO = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
 @pytest.fixture
 def env(runtime_ready, tmp_path) -> dict[str, str]:
-    """The environment of an irv2 run whose cache already holds the artifact, and whose
-    decoders load the misbehaving test decoder; marked, so that every process started
-    with it is ended afterwards."""
-    paths = [str(HOSTILE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
-    with marked(ray_environment(PYTHONPATH=os.pathsep.join(paths))) as marked_env:
+    """The environment of an irv2 run that starts its own local Ray instance, whose cache
+    already holds the artifact; marked, so that every process started with it is ended
+    afterwards."""
+    with marked(ray_environment()) as marked_env:
         yield marked_env
+
+
+@pytest.fixture
+def on_cluster(ray_cluster, runtime_ready) -> dict[str, str]:
+    """The environment of an irv2 run on the session's cluster (whose decoders load the
+    misbehaving test decoder)."""
+    return {**ray_environment(), "RAY_ADDRESS": ray_cluster}
 
 
 def start(*args, env: dict[str, str]) -> subprocess.Popen:
@@ -56,6 +63,20 @@ def ray_processes(env: dict[str, str]) -> list[str]:
     return [p.command for p in processes() if p.pid in mine and (
         p.command.startswith("ray::") or
         Path(p.command.split(" ")[0]).name in ("raylet", "gcs_server"))]
+
+
+def held(folder: Path) -> bool:
+    """Whether a run holds ``folder`` (its lock on the folder is taken)."""
+    if not folder.is_dir():
+        return False
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it a lock this took
+    return False
 
 
 def wait_for(condition, process: subprocess.Popen, what: str) -> None:
@@ -79,14 +100,15 @@ def test_a_hostile_folder_on_ray_gives_the_records_of_the_local_engine(env, top_
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_stopped_driver_says_how_to_resume_as_locally(env, top_weights, tmp_path, signum,
-                                                        status):
+def test_a_stopped_driver_says_how_to_resume_as_locally(on_cluster, top_weights, tmp_path,
+                                                        signum, status):
     """``ray.init`` puts a C++ SIGTERM handler in place that printed a stack trace and
     aborted (status -6): the driver keeps its own."""
     folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
-    run = start("predict", folder, "--weights", top_weights, "-o", tmp_path / "out.jsonl",
-                "--runner", "ray", "--batch-size", "2", env=env)  # long enough to stop
-    wait_for(lambda: inference_actors(), run, "its engine actor started")
+    output = tmp_path / "out.jsonl"
+    run = start("predict", folder, "--weights", top_weights, "-o", output,
+                "--runner", "ray", "--batch-size", "2", env=on_cluster)  # long enough to stop
+    wait_for(lambda: output.exists() and output.stat().st_size, run, "any record")
     run.send_signal(signum)
     stderr = run.communicate(timeout=120)[1].decode(errors="replace")
 
@@ -119,33 +141,19 @@ def test_a_killed_driver_takes_its_local_instance_along_and_resume_finishes(
     assert sorted(Path(p).name for p in by_path(jsonl_records(output))) == numbered(96)
 
 
-@pytest.fixture(scope="module")
-def instance(built_runtime) -> str:
-    """A one-node Ray cluster for this module whose cache holds the artifact of the top
-    weights: its address."""
-    home = built_runtime.parent
-    with two_node_cluster(ray_environment(IRV2_HOME=str(home)), nodes=1) as address:
-        yield address
-
-
-@pytest.fixture
-def on_instance(instance, runtime_ready) -> dict[str, str]:
-    return {**ray_environment(), "RAY_ADDRESS": instance}
-
-
-def test_a_foreign_file_stays_and_a_damaged_shard_stops_a_resume(on_instance, top_weights,
+def test_a_foreign_file_stays_and_a_damaged_shard_stops_a_resume(on_cluster, top_weights,
                                                                   tmp_path):
     folder = copies(SAMPLES / "coffee.jpg", tmp_path / "photos", numbered(3))
     shards = tmp_path / "shards"
     first = irv2("predict", folder, "--weights", top_weights, "-o", f"{shards}/",
-                 "--runner", "ray", env=on_instance)
+                 "--runner", "ray", env=on_cluster)
     (shards / "notes.txt").write_text("mine")
     overwritten = irv2("predict", folder, "--weights", top_weights, "-o", shards,
-                       "--runner", "ray", "--overwrite", env=on_instance)
+                       "--runner", "ray", "--overwrite", env=on_cluster)
     names = sorted(Path(p).name for p in by_path(shard_records(shards)))
     (shards / "part-0123456789ab-000000.parquet").write_bytes(b"not parquet")
     damaged = irv2("predict", folder, "--weights", top_weights, "-o", shards,
-                   "--runner", "ray", "--resume", env=on_instance, check=False)
+                   "--runner", "ray", "--resume", env=on_cluster, check=False)
 
     assert "3 classified" in first.stderr and "3 classified" in overwritten.stderr
     assert names == numbered(3)  # the first run's shard is gone, only its own is there
@@ -156,13 +164,13 @@ def test_a_foreign_file_stays_and_a_damaged_shard_stops_a_resume(on_instance, to
     assert "Traceback" not in damaged.stderr
 
 
-def test_shards_written_into_the_input_folder_are_not_read_as_inputs(on_instance,
+def test_shards_written_into_the_input_folder_are_not_read_as_inputs(on_cluster,
                                                                        top_weights, tmp_path):
     folder = copies(SAMPLES / "coffee.jpg", tmp_path / "photos", numbered(3))
     first = irv2("predict", folder, "--weights", top_weights, "-o", folder, "--runner", "ray",
-                 env=on_instance)
+                 env=on_cluster)
     again = irv2("predict", folder, "--weights", top_weights, "-o", folder, "--runner", "ray",
-                 "--resume", env=on_instance)
+                 "--resume", env=on_cluster)
 
     assert "3 classified, 0 failed" in first.stderr
     assert "0 classified, 0 failed" in again.stderr  # the shard is not an input
@@ -171,9 +179,9 @@ def test_shards_written_into_the_input_folder_are_not_read_as_inputs(on_instance
 
 
 def test_notop_weights_that_cannot_classify_are_the_one_line_weights_error(
-        on_instance, notop_weights, tmp_path):
+        on_cluster, notop_weights, tmp_path):
     done = irv2("predict", SAMPLES, "--weights", notop_weights, "-o", tmp_path / "out.jsonl",
-                "--runner", "ray", env=on_instance, check=False)
+                "--runner", "ray", env=on_cluster, check=False)
 
     assert done.returncode == 1
     assert "these are feature-extractor (notop) weights" in done.stderr
@@ -182,12 +190,12 @@ def test_notop_weights_that_cannot_classify_are_the_one_line_weights_error(
 
 @pytest.mark.parametrize("given, status, says", [("missing", 1, "0 classified, 1 failed"),
                                                  ("empty", 0, "0 classified, 0 failed")])
-def test_an_input_with_nothing_to_classify_on_ray_is_said_as_locally(on_instance,
+def test_an_input_with_nothing_to_classify_on_ray_is_said_as_locally(on_cluster,
                                                                      top_weights, tmp_path,
                                                                      given, status, says):
     (tmp_path / "empty").mkdir()
     done = irv2("predict", tmp_path / given, "--weights", top_weights, "-o",
-                f"{tmp_path / 'shards'}/", "--runner", "ray", env=on_instance, check=False)
+                f"{tmp_path / 'shards'}/", "--runner", "ray", env=on_cluster, check=False)
 
     assert done.returncode == status, done.stderr
     assert says in done.stderr
@@ -209,14 +217,14 @@ def test_an_address_where_nothing_answers_is_one_line_at_once(mixed_folder, tmp_
 
 
 def test_a_second_run_into_a_shard_folder_being_written_is_refused_at_once(
-        on_instance, top_weights, tmp_path):
+        on_cluster, top_weights, tmp_path):
     folder = copies(SAMPLES / "coffee.jpg", tmp_path / "photos", numbered(8))
     shards = tmp_path / "shards"
     first = start("predict", folder, "--weights", top_weights, "-o", f"{shards}/",
-                  "--runner", "ray", env=on_instance)
-    wait_for(lambda: shards.is_dir() and inference_actors(), first, "its engine started")
+                  "--runner", "ray", env=on_cluster)
+    wait_for(lambda: held(shards), first, "it held the shard folder")
     second = irv2("predict", folder, "--weights", top_weights, "-o", f"{shards}/", "--runner",
-                  "ray", "--resume", env=on_instance, check=False)
+                  "ray", "--resume", env=on_cluster, check=False)
     stderr = first.communicate(timeout=300)[1].decode(errors="replace")
 
     assert second.returncode == 1

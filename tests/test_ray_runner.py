@@ -1,6 +1,6 @@
 """``--runner ray``: the same records as the local runner, from a real local Ray instance
-and from a real two-node cluster on loopback, with faults (a killed inference actor, a
-killed driver) costing time and never an image."""
+and from the session's real two-node cluster on loopback, with faults (a killed
+inference actor, a killed driver) costing time and never an image."""
 
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ from ray_cluster import (
     inference_actors,
     node_of,
     ray_environment,
-    two_node_cluster,
 )
 from support import copies, numbered
 
 from irv2cli.cli.main import cli
+
+pytestmark = pytest.mark.ray
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 NOT_UTF8 = b"caf\xe9.jpg"  # a Latin-1 name: not UTF-8
@@ -134,20 +135,6 @@ def test_embed_on_a_local_ray_instance_gives_the_features_of_the_local_engine(
             assert ours[name][1] == pytest.approx(vector, abs=1e-4)
 
 
-@pytest.fixture(scope="module")
-def cluster(built_runtime) -> str:
-    """A two-node cluster on loopback for this module, whose nodes' cache holds the
-    artifact of the top weights: the head's address."""
-    home = built_runtime.parent
-    with two_node_cluster(ray_environment(IRV2_HOME=str(home))) as address:
-        yield address
-
-
-@pytest.fixture
-def cluster_env(cluster, env) -> dict[str, str]:
-    return {**env, "RAY_ADDRESS": cluster}
-
-
 def test_a_two_node_cluster_writes_shards_with_an_actor_on_each_node(
         uncurated, top_weights, cluster_env, tmp_path):
     reference = tmp_path / "local.jsonl"
@@ -188,11 +175,12 @@ def test_resume_of_a_shard_folder_adds_only_the_missing_images(uncurated, top_we
 def test_a_killed_inference_actor_costs_no_image(top_weights, cluster_env, tmp_path):
     folder = copies(SAMPLES / "coffee.jpg", tmp_path / "photos", numbered(40))
     output = tmp_path / "out.jsonl"
+    earlier = {actor.pid for actor in inference_actors()}  # other runs' on this cluster
     run = start("predict", folder, "--weights", top_weights, "-o", output, "--runner", "ray",
                 "--batch-size", "2", "--actors", "1", env=cluster_env)
     killed = None
     while run.poll() is None and killed is None:
-        actors = inference_actors()
+        actors = [actor for actor in inference_actors() if actor.pid not in earlier]
         if actors and output.exists() and output.stat().st_size:
             os.kill(actors[0].pid, signal.SIGKILL)  # mid-run: some records are written
             killed = actors[0].pid
@@ -237,9 +225,9 @@ def s3_shard_records(uri: str) -> list[dict]:
             for row in pq.read_table(shard, filesystem=filesystem).to_pylist()]
 
 
-def test_photos_in_s3_become_shards_in_s3(s3, mixed_folder, top_weights, runtime_ready,
-                                          tmp_path):
-    env = ray_environment()  # with the fake credentials the s3 fixture set
+def test_photos_in_s3_become_shards_in_s3(s3, mixed_folder, top_weights, ray_cluster,
+                                          runtime_ready, tmp_path):
+    env = {**ray_environment(), "RAY_ADDRESS": ray_cluster}  # the s3 fixture's credentials
     s3.upload(mixed_folder, "photos")
     reference = tmp_path / "local.jsonl"
     irv2("predict", mixed_folder, "--weights", top_weights, "-o", reference, env=env)

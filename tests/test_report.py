@@ -25,13 +25,19 @@ from irv2cli.results.records import Record
 from irv2cli.results.report import SCRIPT, HtmlReport, open_report, read_results
 from irv2cli.results.writers import WRITERS
 
+pytestmark = pytest.mark.in_memory_engine  # the subject is not the network
+
 HOSTILE = "<img src=x onerror=document.title='PWNED'>.jpg"
 SHOWN_HOSTILE = "&lt;img src=x onerror=document.title='PWNED'&gt;.jpg"  # in a DOM dump
 LATIN1 = os.fsdecode(b"caf\xe9.jpg")  # a name that is not UTF-8
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
                                                 "google-chrome"))), None)
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium binary: apt-get install -y chromium (.ci/run does)")
+
+
+def needs_chromium(test):
+    """A test in headless Chromium (``browser``), which CI installs."""
+    reason = "no chromium binary: apt-get install -y chromium (.ci/run does)"
+    return pytest.mark.browser(pytest.mark.skipif(CHROMIUM is None, reason=reason)(test))
 
 
 def cat(seed: int = 0) -> np.ndarray:

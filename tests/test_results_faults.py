@@ -30,6 +30,8 @@ from irv2cli.results.labels import Prediction
 from irv2cli.results.records import Record
 from irv2cli.results.writers import CsvWriter
 
+pytestmark = pytest.mark.in_memory_engine  # the subject is not the network
+
 
 @pytest.fixture
 def folder(tmp_path, samples) -> Path:

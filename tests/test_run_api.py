@@ -13,6 +13,8 @@ from irv2cli import RunInterrupted, RunOptions, run
 from irv2cli.errors import Hint, OutputError
 from irv2cli.spec import FEATURES, PROBABILITIES
 
+pytestmark = pytest.mark.in_memory_engine  # the subject is not the network
+
 
 def csv_paths(path) -> list[str]:
     with open(path, newline="") as f:

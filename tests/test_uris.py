@@ -24,6 +24,8 @@ from irv2cli.inputs.decoding import Decoded, DecodeLimits, DecodePool
 from irv2cli.inputs.images import Preprocessing, decode, open_rgb
 from irv2cli.inputs.paths import InputSelection, iter_image_paths, path_key
 
+pytestmark = pytest.mark.in_memory_engine  # the subject is not the network
+
 
 def test_a_uri_has_a_scheme_and_a_local_path_does_not():
     for uri in ("s3://bucket/a.jpg", "gs://b/", "hdfs://host:8020/x", "file:///tmp/x",
