@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..engines.base import Engine
     from ..inputs.decoding import DecodePool
+    from ..pipeline.preload import Deferred, EngineLoading
     from ..results.report import HtmlReport
     from .plan import RunPlan
 
@@ -45,7 +47,7 @@ def launch(plan: RunPlan) -> int:
                 decoders.close()
 
 
-def start_engine(plan: RunPlan):
+def start_engine(plan: RunPlan) -> EngineLoading | Deferred:
     """The engine for the plan's weights (default: the official file), loading on a
     thread, or deferred until the run needs it: when resuming (there may be nothing left
     to do) or when the official file must first be downloaded (its bar needs the
@@ -60,7 +62,7 @@ def start_engine(plan: RunPlan):
     return engine
 
 
-def _download_then_load(plan: RunPlan):
+def _download_then_load(plan: RunPlan) -> Engine:
     from ..engines.base import load_engine
     from .official import official_weights
     from .render import stderr_console
