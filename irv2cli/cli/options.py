@@ -96,7 +96,7 @@ runner_options = bundle(
                  help="Where the run goes. local: this machine; ray: a Ray cluster with Ray "
                       "Data (pip install 'irv2cli[ray]'), which can also write a folder of "
                       "Parquet shards (--output DIR/ or a URI). Env: IRV2_RUNNER."),
-    # The spelling before 0.2, kept working: --engine names what --backend chooses.
+    # The first spelling, kept working: "engine" now names what --backend chooses.
     click.option("--engine", "old_runner", type=click.Choice(RUNNERS), envvar="IRV2_ENGINE",
                  hidden=True),
     click.option("--ray-address", metavar="ADDR", envvar="RAY_ADDRESS",

@@ -83,7 +83,7 @@ def run_plan(flags: dict[str, Any], outputs: tuple[str, ...],
 
 
 def _runner_name(runner: str | None, old_runner: str | None) -> str:
-    """``--runner``, or its spelling before 0.2 (``--engine``), or ``local``."""
+    """``--runner``, or its first spelling (``--engine``), or ``local``."""
     if runner is not None and old_runner is not None and runner != old_runner:
         raise click.UsageError(f"--runner {runner} and --engine {old_runner} disagree; "
                                "--engine is the old name of --runner: give one.")
