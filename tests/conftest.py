@@ -37,6 +37,7 @@ HOSTILE_DIR = Path(__file__).resolve().parent / "hostile"  # the misbehaving tes
 # (the generated weights come from one), an engine or the runtime artifact: it is slow.
 SLOW_FIXTURES = frozenset({"reference_model", "reference_notop", "top_weights", "notop_weights",
                            "weights", "cached_engines", "built_runtime", "notop_runtime",
+                           "good_artifact", "builds",
                            "runtime_ready", "int8_runtime", "int8_ready", "int8_builds"})
 
 
@@ -209,17 +210,23 @@ _buckets = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(built_runtime) -> Iterator[str]:
+def ray_cluster(built_runtime, notop_runtime, tmp_path_factory) -> Iterator[str]:
     """One real Ray cluster for the session, on loopback: a head on 127.0.0.2 and a second
-    node on 127.0.0.3, two CPUs each, whose nodes' cache holds the artifact of the top
-    weights, whose decoders can load the misbehaving test decoder (tests/hostile), and
-    whose workers hold the fake S3 credentials: the head's address."""
+    node on 127.0.0.3, two CPUs each, whose nodes' cache holds the artifacts of the top
+    and notop weights, whose decoders can load the misbehaving test decoder
+    (tests/hostile), and whose workers hold the fake S3 credentials: the head's address."""
     from ray_cluster import ray_environment, two_node_cluster
     from s3_server import FAKE_CREDENTIALS
 
+    home = tmp_path_factory.mktemp("cluster") / "irv2"
+    (home / "runtime").mkdir(parents=True)
+    for artifact in (*built_runtime.iterdir(), *notop_runtime.iterdir()):
+        if not artifact.name.endswith(".lock"):  # artifacts are never changed in place
+            os.link(artifact, home / "runtime" / artifact.name)
+
     python_path = os.pathsep.join(filter(None, [str(HOSTILE_DIR),
                                                 os.environ.get("PYTHONPATH")]))
-    env = ray_environment(IRV2_HOME=str(built_runtime.parent), PYTHONPATH=python_path,
+    env = ray_environment(IRV2_HOME=str(home), PYTHONPATH=python_path,
                           AWS_CONFIG_FILE="/nonexistent",
                           AWS_SHARED_CREDENTIALS_FILE="/nonexistent", **FAKE_CREDENTIALS)
     with two_node_cluster(env) as address:
@@ -302,6 +309,32 @@ def runtime_ready(built_runtime, cache) -> Path:
     target = cache.irv2 / "runtime"
     shutil.copytree(built_runtime, target, ignore=shutil.ignore_patterns("*.lock"))
     return target
+
+
+@pytest.fixture
+def good_artifact(built_runtime, top_weights) -> Path:
+    """The session's sound artifact for ``top_weights`` (never damaged by a test)."""
+    from irv2cli.store.artifacts import artifact_path
+
+    return built_runtime / artifact_path(top_weights).name
+
+
+@pytest.fixture
+def builds(monkeypatch, good_artifact) -> list[Path]:
+    """The weights of every build started; a build copies ``good_artifact``."""
+    started = []
+
+    from irv2cli.store.artifacts import data_path
+
+    def copy_of_the_good_build(weights: Path, built: Path, notify, calibration=None) -> Path:
+        started.append(weights)
+        shutil.copy(data_path(good_artifact), data_path(built))
+        return Path(shutil.copy(good_artifact, built))
+
+    from irv2cli.engines import builds as building
+
+    monkeypatch.setattr(building, "run_build_child", copy_of_the_good_build)
+    return started
 
 
 def sample_variants(folder: Path, variants: dict[str, Callable]) -> Path:

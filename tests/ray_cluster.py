@@ -85,7 +85,7 @@ def marked_with(mark: str) -> list[int]:
     return found
 
 
-def end_marked(mark: str, patience: float = 10.0) -> None:
+def end_marked(mark: str, patience: float = 2.0) -> None:
     """Ask the processes holding ``mark`` to stop, then kill those still there."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
         for pid in marked_with(mark):

@@ -100,7 +100,7 @@ def env(runtime_ready) -> dict[str, str]:
     return ray_environment()
 
 
-def test_a_local_ray_instance_gives_the_records_of_the_local_engine(uncurated, top_weights,
+def test_a_local_ray_instance_gives_the_records_of_the_local_runner(uncurated, top_weights,
                                                                     env, tmp_path):
     local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     irv2("predict", uncurated, "--weights", top_weights, "-o", local, env=env)
@@ -113,12 +113,18 @@ def test_a_local_ray_instance_gives_the_records_of_the_local_engine(uncurated, t
     assert "7 classified, 1 failed" in result.stderr
 
 
-def test_embed_on_a_local_ray_instance_gives_the_features_of_the_local_engine(
-        uncurated, top_weights, env, tmp_path):
+@pytest.fixture
+def cluster_env(ray_cluster, env) -> dict[str, str]:
+    """The environment of an irv2 run on the session's cluster."""
+    return {**env, "RAY_ADDRESS": ray_cluster}
+
+
+def test_embed_on_a_cluster_gives_the_features_of_the_local_runner(
+        uncurated, top_weights, cluster_env, tmp_path):
     local, on_ray = tmp_path / "local.parquet", tmp_path / "ray.parquet"
-    irv2("embed", uncurated, "--weights", top_weights, "-o", local, env=env)
+    irv2("embed", uncurated, "--weights", top_weights, "-o", local, env=cluster_env)
     irv2("embed", uncurated, "--weights", top_weights, "-o", on_ray, "--runner", "ray",
-         env=env)
+         env=cluster_env)
 
     def features(path: Path) -> dict[str, tuple]:
         rows = pq.read_table(path).to_pylist()
@@ -192,26 +198,6 @@ def test_a_killed_inference_actor_costs_no_image(top_weights, cluster_env, tmp_p
     records = by_path(jsonl_records(output))
     assert sorted(Path(p).name for p in records) == numbered(40)
     assert all(record["error"] is None for record in records.values())
-
-
-def test_resume_after_the_driver_is_killed_finishes_every_image_once(top_weights,
-                                                                     cluster_env, tmp_path):
-    folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
-    output = tmp_path / "out.jsonl"
-    command = ("predict", folder, "--weights", top_weights, "-o", output, "--runner", "ray",
-               "--batch-size", "2")
-    run = start(*command, env=cluster_env)
-    while run.poll() is None and not (output.exists() and output.stat().st_size > 2000):
-        time.sleep(0.1)
-    run.kill()
-    run.wait()
-    written = len(output.read_bytes().splitlines())
-    resumed = irv2(*command, "--resume", env=cluster_env)
-
-    assert 0 < written < 96
-    assert "already in" in resumed.stderr
-    records = by_path(jsonl_records(output))
-    assert sorted(Path(p).name for p in records) == numbered(96)
 
 
 def s3_shard_records(uri: str) -> list[dict]:

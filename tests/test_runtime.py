@@ -12,7 +12,6 @@ import threading
 import numpy as np
 import pytest
 
-from irv2cli.engines import builds as building
 from irv2cli.engines.keras_engine import KerasEngine
 from irv2cli.engines.onnx_runtime import OnnxEngine, load_onnx_engine
 from irv2cli.inputs.images import load_input
@@ -98,16 +97,7 @@ def test_damaged_artifact_is_rebuilt(runtime_ready, top_weights, images, onnx_ar
     assert data_path(installed).stat().st_size > 200_000_000  # rebuilt whole
 
 
-@pytest.mark.slow
-def test_concurrent_first_uses_build_the_artifact_once(top_weights, monkeypatch, images):
-    builds = []
-    real_build = building.run_build_child
-
-    def counting_build(weights, built, notify, calibration=None):
-        builds.append(built)
-        return real_build(weights, built, notify, calibration)
-
-    monkeypatch.setattr(building, "run_build_child", counting_build)
+def test_concurrent_first_uses_build_the_artifact_once(top_weights, builds, images):
     engines = [None, None]
 
     def use(slot):

@@ -25,33 +25,12 @@ from support import predict, replace_with_folder, truncate
 
 from irv2cli.cli.advice import user_message
 from irv2cli.engines import base as engines
-from irv2cli.engines import builds as building
 from irv2cli.engines.onnx_runtime import load_onnx_engine
 from irv2cli.errors import Hint, WeightsError
 from irv2cli.network.h5weights import expected_layout, read_legacy_layout, weights_include_top
 from irv2cli.spec import PROBABILITIES, SPEC
 from irv2cli.store.artifacts import artifact_path, checksum_path, checksums, data_path
 from irv2cli.store.weights import cached_weights_path
-
-
-@pytest.fixture
-def good_artifact(built_runtime, top_weights) -> Path:
-    """The session's sound artifact for ``top_weights`` (never damaged by a test)."""
-    return built_runtime / artifact_path(top_weights).name
-
-
-@pytest.fixture
-def builds(monkeypatch, good_artifact) -> list[Path]:
-    """The weights of every build started; a build copies ``good_artifact``."""
-    started = []
-
-    def copy_of_the_good_build(weights: Path, built: Path, notify, calibration=None) -> Path:
-        started.append(weights)
-        shutil.copy(data_path(good_artifact), data_path(built))
-        return Path(shutil.copy(good_artifact, built))
-
-    monkeypatch.setattr(building, "run_build_child", copy_of_the_good_build)
-    return started
 
 
 @pytest.fixture
