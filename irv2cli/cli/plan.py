@@ -11,14 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..inputs.decoding import DecodeLimits
-from ..inputs.images import Preprocessing
 from ..inputs.uris import is_uri
-from ..pipeline.job import RunOptions
 from ..spec import FEATURES
 
 if TYPE_CHECKING:
-    from ..pipeline.job import Runner
+    from ..pipeline.job import Runner, RunOptions
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,12 @@ def run_plan(flags: dict[str, Any], outputs: tuple[str, ...],
     """The plan for a command's parsed ``flags`` (click's parameter values by name: the
     ``options.run_options`` and the command's own), asking the network for ``outputs``;
     a folder of shards takes ``--format`` only among ``shard_formats``. A combination of
-    flags that cannot run is a usage error."""
+    flags that cannot run is a usage error. (The run's modules are imported here, not
+    when ``--help`` is asked for.)"""
+    from ..inputs.decoding import DecodeLimits
+    from ..inputs.images import Preprocessing
+    from ..pipeline.job import RunOptions
+
     runner = _runner_name(flags["runner"], flags["old_runner"])
     fmt = flags["fmt"]
     output = _output(flags["output"], runner, fmt, shard_formats)
