@@ -121,7 +121,8 @@ def test_a_killed_driver_takes_its_local_instance_along_and_resume_finishes(
         env, on_cluster, top_weights, tmp_path):
     """Killed mid-run, the driver's local Ray instance goes with it, and a resume (on the
     session's cluster) does every image not yet written, each once."""
-    folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(48))
+    # records reach the driver in blocks of 32: three blocks, so the kill comes mid-run
+    folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
     output = tmp_path / "out.jsonl"
     command = ("predict", folder, "--weights", top_weights, "-o", output, "--runner", "ray",
                "--batch-size", "2")
@@ -138,9 +139,9 @@ def test_a_killed_driver_takes_its_local_instance_along_and_resume_finishes(
     resumed = irv2(*command, "--resume", env=on_cluster)  # the local instance is gone
 
     assert left == []
-    assert 0 < written < 48
+    assert 0 < written < 96
     assert f"{written} already in" in resumed.stderr
-    assert sorted(Path(p).name for p in by_path(jsonl_records(output))) == numbered(48)
+    assert sorted(Path(p).name for p in by_path(jsonl_records(output))) == numbered(96)
 
 
 def test_a_foreign_file_stays_and_a_damaged_shard_stops_a_resume(on_cluster, top_weights,
