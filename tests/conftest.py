@@ -43,19 +43,26 @@ SLOW_FIXTURES = frozenset({"reference_model", "reference_notop", "top_weights", 
 
 # A test that uses one of these talks to a real server of that kind (and is slow too).
 SERVER_FIXTURES = {"ray_cluster": "ray", "s3_server": "s3"}
+# With several worker processes (pytest-xdist), each module runs on one of them; modules
+# that share a session's costliest fixture run on the same one, so it is made once.
+SHARED_WORKER = {"test_ray_runner.py": "ray", "test_ray_attacks.py": "ray",
+                 "test_int8.py": "int8", "test_int8_attacks.py": "int8"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(items) -> None:
     """Mark ``slow`` every test that uses a fixture of ``SLOW_FIXTURES`` or
     ``SERVER_FIXTURES``, and with the server's kind those of ``SERVER_FIXTURES``; the tests
-    that are slow for another reason (a process, TensorFlow) carry the mark themselves."""
+    that are slow for another reason (a process, TensorFlow) carry the mark themselves.
+    Put each test in its worker's group (``SHARED_WORKER``)."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & (SLOW_FIXTURES | SERVER_FIXTURES.keys()):
             item.add_marker(pytest.mark.slow)
         for fixture in fixtures & SERVER_FIXTURES.keys():
             item.add_marker(SERVER_FIXTURES[fixture])
+        module = item.path.name
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
 
 
 @pytest.fixture(scope="session")
@@ -264,19 +271,20 @@ def irv2_home(home: Path) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def session_homes(tmp_path_factory) -> Callable[[Path], Path]:
-    """``session_homes(weights)``: an ``IRV2_HOME`` shared by the whole session, one per
-    weights content (copies share one), so that the fast-runtime artifact for those weights
-    is built there at most once a session. (No weights are installed there, so even a copy
-    of an official file is keyed by its bytes, as the home's artifact is.)"""
+    """``session_homes(weights)``: an ``IRV2_HOME`` shared by the whole session (and by its
+    worker processes), one per weights content (copies share one), so that the
+    fast-runtime artifact for those weights is built there at most once a session. (No
+    weights are installed there, so even a copy of an official file is keyed by its
+    bytes, as the home's artifact is.)"""
     from irv2cli.store.artifacts import file_checksum
 
-    homes: dict[str, Path] = {}
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # every worker's: their artifacts are built once, under
+        # the cache's own lock (the generated weights are the same bytes in each worker)
 
     def home_for(weights: Path) -> Path:
-        key = file_checksum(Path(weights))
-        if key not in homes:
-            homes[key] = tmp_path_factory.mktemp("built") / "irv2"
-        return homes[key]
+        return shared / f"built-{file_checksum(Path(weights))}" / "irv2"
 
     return home_for
 
