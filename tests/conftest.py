@@ -43,10 +43,9 @@ SLOW_FIXTURES = frozenset({"reference_model", "reference_notop", "top_weights", 
 
 # A test that uses one of these talks to a real server of that kind (and is slow too).
 SERVER_FIXTURES = {"ray_cluster": "ray", "s3_server": "s3"}
-# With several worker processes (pytest-xdist), each module runs on one of them; modules
-# that share a session's costliest fixture run on the same one, so it is made once.
-SHARED_WORKER = {"test_ray_runner.py": "ray", "test_ray_attacks.py": "ray",
-                 "test_int8.py": "int8", "test_int8_attacks.py": "int8"}
+# With several worker processes (pytest-xdist), each module runs on one of them; the
+# modules that use the session's Ray cluster run on the same one, so it is started once.
+SHARED_WORKER = {"test_ray_runner.py": "ray", "test_ray_attacks.py": "ray"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
@@ -269,6 +268,13 @@ def irv2_home(home: Path) -> Iterator[Path]:
         yield home
 
 
+def shared_folder(tmp_path_factory) -> Path:
+    """A folder of the session that its worker processes (pytest-xdist) share: what is
+    made there once serves them all (the generated weights are the same bytes in each)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def session_homes(tmp_path_factory) -> Callable[[Path], Path]:
     """``session_homes(weights)``: an ``IRV2_HOME`` shared by the whole session (and by its
@@ -278,10 +284,7 @@ def session_homes(tmp_path_factory) -> Callable[[Path], Path]:
     bytes, as the home's artifact is.)"""
     from irv2cli.store.artifacts import file_checksum
 
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # every worker's: their artifacts are built once, under
-        # the cache's own lock (the generated weights are the same bytes in each worker)
+    shared = shared_folder(tmp_path_factory)  # artifacts are built under the cache's lock
 
     def home_for(weights: Path) -> Path:
         return shared / f"built-{file_checksum(Path(weights))}" / "irv2"
@@ -384,12 +387,18 @@ def int8_runtime(top_weights, built_runtime, calibration_images, check_images,
     """A runtime folder holding the int8 artifact for ``top_weights``, built once from
     ``calibration_images`` and checked on ``check_images`` (and the fp32 one it was checked
     against, copied from ``built_runtime``)."""
+    from filelock import FileLock
+
+    from irv2cli.engines.int8 import int8_artifact_path
     from irv2cli.pipeline.quantize import quantize
 
-    home = tmp_path_factory.mktemp("int8") / "irv2"
-    shutil.copytree(built_runtime, home / "runtime", ignore=shutil.ignore_patterns("*.lock"))
-    with irv2_home(home):
-        quantize(calibration_images, check_images, top_weights)
+    shared = shared_folder(tmp_path_factory)
+    home = shared / "int8" / "irv2"
+    with FileLock(shared / "int8.lock"), irv2_home(home):  # one worker builds it
+        if not int8_artifact_path(top_weights).exists():
+            shutil.copytree(built_runtime, home / "runtime",
+                            ignore=shutil.ignore_patterns("*.lock"))
+            quantize(calibration_images, check_images, top_weights)
     return home / "runtime"
 
 

@@ -107,7 +107,7 @@ def test_a_stopped_driver_says_how_to_resume_as_locally(on_cluster, top_weights,
     folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
     output = tmp_path / "out.jsonl"
     run = start("predict", folder, "--weights", top_weights, "-o", output,
-                "--runner", "ray", "--batch-size", "2", env=on_cluster)  # long enough to stop
+                "--runner", "ray", env=on_cluster)  # three blocks of 32: it stops mid-run
     wait_for(lambda: output.exists() and output.stat().st_size, run, "any record")
     run.send_signal(signum)
     stderr = run.communicate(timeout=120)[1].decode(errors="replace")
@@ -124,8 +124,7 @@ def test_a_killed_driver_takes_its_local_instance_along_and_resume_finishes(
     # records reach the driver in blocks of 32: three blocks, so the kill comes mid-run
     folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(96))
     output = tmp_path / "out.jsonl"
-    command = ("predict", folder, "--weights", top_weights, "-o", output, "--runner", "ray",
-               "--batch-size", "2")
+    command = ("predict", folder, "--weights", top_weights, "-o", output, "--runner", "ray")
     run = start(*command, env=env)
     wait_for(lambda: output.exists() and output.stat().st_size, run, "any record")
     run.kill()
