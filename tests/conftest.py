@@ -62,6 +62,9 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(SERVER_FIXTURES[fixture])
         module = item.path.name
         item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
+    # The Ray modules first: they take a worker for the longest, while the other worker
+    # goes through the rest (a stable sort keeps each module's order).
+    items.sort(key=lambda item: item.path.name not in SHARED_WORKER)
 
 
 @pytest.fixture(scope="session")
