@@ -153,6 +153,21 @@ def test_a_worker_killed_between_files_does_not_stop_decoding(samples):
             assert isinstance(outcome, Decoded)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
+@pytest.mark.slow  # decoding worker processes
+def test_files_submitted_as_the_only_worker_dies_are_decoded_by_a_new_one(samples):
+    """pebble gives its pool up when it finds a worker dead and no file in any worker: the
+    files submitted just before, still waiting for one, go to a new pool."""
+    with DecodePool(1, LIMITS) as pool:
+        assert isinstance(pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result(),
+                          Decoded)
+        worker = next(pid for pid in children_of(os.getpid())
+                      if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.kill(worker, signal.SIGKILL)
+        waiting = [pool.submit(str(samples / "coffee.jpg"), Preprocessing()) for _ in range(3)]
+        assert all(isinstance(outcome.result(timeout=60), Decoded) for outcome in waiting)
+
+
 HIT_WHILE_STARTING = """
 import os, signal, sys
 from pathlib import Path

@@ -17,11 +17,13 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
@@ -98,6 +100,8 @@ class DecodePool:
     def __init__(self, workers: int, limits: DecodeLimits = DecodeLimits()):
         self.limits = limits
         self.workers = workers
+        self._replacing = threading.Lock()  # one new pool at a time (see _schedule)
+        self._closed = False
         self._pool = self._start()
 
     def _start(self) -> ProcessPool:
@@ -115,24 +119,53 @@ class DecodePool:
     def submit(self, path: str, preprocessing: Preprocessing) -> Future[Outcome]:
         """A future outcome for ``path``: ``Decoded``, or the reason it could not be."""
         outcome: Future[Outcome] = Future()
-        task = self._schedule(_decode_file, (path, preprocessing))
-        task.add_done_callback(lambda done: _settle(outcome, done, path, self.limits))
+        self._decode(outcome, path, preprocessing, again=True)
         return outcome
 
-    def _schedule(self, function, args) -> Future:
-        try:
+    def _decode(self, outcome: Future[Outcome], path: str, preprocessing: Preprocessing,
+                again: bool) -> None:
+        """Decode ``path`` into ``outcome``; ``again``: once more on a new pool if pebble
+        gives its pool up before the file reached a worker (a worker died between files
+        just before it was submitted), on a thread of its own (not pebble's)."""
+        task = None if outcome.cancelled() else self._schedule(_decode_file,
+                                                                (path, preprocessing))
+        if task is None:  # given up on, or the pool is closed
+            outcome.cancel()
+            return
+
+        def done(task: Future) -> None:
+            if again and not task.cancelled() and isinstance(task.exception(),
+                                                             BrokenProcessPool):
+                threading.Thread(target=self._decode, args=(outcome, path, preprocessing,
+                                                            False), daemon=True).start()
+            else:
+                _settle(outcome, task, path, self.limits)
+
+        task.add_done_callback(done)
+
+    def _schedule(self, function, args) -> Future | None:
+        """The task of ``function(*args)`` in a worker; ``None`` once the pool is closed."""
+        with self._replacing:
+            if self._closed:
+                return None
+            try:
+                return self._pool.schedule(function, args, timeout=self.limits.timeout)
+            except RuntimeError:
+                if self._pool.active:
+                    raise
+            # pebble gives a pool up when a worker dies between files (killed by the
+            # system, say): start a new one
+            self._stop()
+            self._pool = self._start()
             return self._pool.schedule(function, args, timeout=self.limits.timeout)
-        except RuntimeError:
-            if self._pool.active:
-                raise
-        # pebble gives a pool up when a worker dies between files (killed by the system,
-        # say): start a new one
-        self.close()
-        self._pool = self._start()
-        return self._pool.schedule(function, args, timeout=self.limits.timeout)
 
     def close(self) -> None:
         """Stop the workers, abandoning whatever they are decoding (or starting)."""
+        self._closed = True
+        with self._replacing:
+            self._stop()
+
+    def _stop(self) -> None:
         self._pool.stop()
         self._pool.join()
 
