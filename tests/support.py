@@ -59,10 +59,16 @@ class Irv2Process:
         return self.process.returncode
 
     def stop(self, signum: int) -> float:
-        """Send ``signum``; return the seconds it took the process to exit."""
+        """Send ``signum``; return the seconds it took the process to exit (it is killed,
+        and the test fails with what it said, if it takes more than a minute)."""
         sent = time.monotonic()
         self.process.send_signal(signum)
-        self.process.wait(timeout=60)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"still running a minute after {signum!r}; it said:\n{self.stderr}")
         self._reader.join(timeout=5)
         return time.monotonic() - sent
 
