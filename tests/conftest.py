@@ -48,20 +48,34 @@ SERVER_FIXTURES = {"ray_cluster": "ray", "s3_server": "s3"}
 SHARED_WORKER = {"test_ray_runner.py": "ray", "test_ray_attacks.py": "ray"}
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Unless ``--dist`` says otherwise: each test module on one worker (as ``--dist
+    loadfile``), and the modules of ``SHARED_WORKER`` on one worker together. (xdist's
+    own ``loadgroup`` ignores groups from pytest 9.2 on: pytest-xdist#1386.)"""
+    if config.getvalue("dist") != "load":  # -n's default
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModulesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return SHARED_WORKER.get(Path(module).name, module)
+
+    return ModulesTogether(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(items) -> None:
     """Mark ``slow`` every test that uses a fixture of ``SLOW_FIXTURES`` or
     ``SERVER_FIXTURES``, and with the server's kind those of ``SERVER_FIXTURES``; the tests
-    that are slow for another reason (a process, TensorFlow) carry the mark themselves.
-    Put each test in its worker's group (``SHARED_WORKER``)."""
+    that are slow for another reason (a process, TensorFlow) carry the mark themselves."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & (SLOW_FIXTURES | SERVER_FIXTURES.keys()):
             item.add_marker(pytest.mark.slow)
         for fixture in fixtures & SERVER_FIXTURES.keys():
             item.add_marker(SERVER_FIXTURES[fixture])
-        module = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
     # The Ray modules first: they take a worker for the longest, while the other worker
     # goes through the rest (a stable sort keeps each module's order).
     items.sort(key=lambda item: item.path.name not in SHARED_WORKER)
