@@ -235,7 +235,7 @@ _buckets = itertools.count()
 @pytest.fixture(scope="session")
 def ray_cluster(built_runtime, notop_runtime, tmp_path_factory) -> Iterator[str]:
     """One real Ray cluster for the session, on loopback: a head on 127.0.0.2 and a second
-    node on 127.0.0.3, two CPUs each, whose nodes' cache holds the artifacts of the top
+    node on 127.0.0.3, one CPU each, whose nodes' cache holds the artifacts of the top
     and notop weights, whose decoders can load the misbehaving test decoder
     (tests/hostile), and whose workers hold the fake S3 credentials: the head's address."""
     from ray_cluster import ray_environment, two_node_cluster

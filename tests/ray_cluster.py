@@ -41,11 +41,12 @@ def free_port(host: str = HEAD_IP) -> int:
 
 @contextlib.contextmanager
 def two_node_cluster(env: dict[str, str], nodes: int = 2) -> Iterator[str]:
-    """A head on 127.0.0.2 and (with ``nodes=2``) a second node on 127.0.0.3, two CPUs
-    each, started with ``env`` (what their workers inherit); the head's address. Its
-    processes, and only they, are stopped afterwards."""
+    """A head on 127.0.0.2 and (with ``nodes=2``) a second node on 127.0.0.3, one CPU
+    each (small machines: the stages must be planned to fit them), started with ``env``
+    (what their workers inherit); the head's address. Its processes, and only they, are
+    stopped afterwards."""
     port = free_port()
-    common = ["--num-cpus=2", "--disable-usage-stats"]
+    common = ["--num-cpus=1", "--disable-usage-stats"]
     with marked(env) as env:
         subprocess.run([RAY, "start", "--head", f"--node-ip-address={HEAD_IP}",
                         f"--port={port}", "--include-dashboard=false", *common],

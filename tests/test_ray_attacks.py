@@ -97,6 +97,9 @@ def test_a_hostile_folder_on_ray_gives_the_records_of_the_local_runner(on_cluste
     records = {Path(path).name: record for path, record in
                by_path(jsonl_records(output)).items()}
     assert_every_hostile_file_once(records, done.stderr, folder)
+    # --verbose: the stages' plan, and Ray Data's own progress
+    assert "Ray plan: 2 engine actors (0.5 CPU each)" in done.stderr
+    assert "Total Progress" in done.stderr
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -105,11 +105,11 @@ def test_a_local_ray_instance_gives_the_records_of_the_local_runner(uncurated, t
     local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     irv2("predict", uncurated, "--weights", top_weights, "-o", local, env=env)
     result = irv2("predict", uncurated, "--weights", top_weights, "-o", on_ray,
-                  "--runner", "ray", env=env)
+                  "--runner", "ray", "--verbose", env=env)
 
     assert result.returncode == 1  # notes.jpg is not an image
     assert_same_predictions(jsonl_records(on_ray), jsonl_records(local))
-    assert "Started a local Ray instance" in result.stderr
+    assert "Started a local Ray instance" in result.stderr  # Ray's words, with --verbose
     assert "7 classified, 1 failed" in result.stderr
 
 
@@ -141,7 +141,7 @@ def test_embed_on_a_cluster_gives_the_features_of_the_local_runner(
             assert ours[name][1] == pytest.approx(vector, abs=1e-4)
 
 
-def test_a_two_node_cluster_writes_shards_with_an_actor_on_each_node(
+def test_two_nodes_of_one_cpu_write_shards_with_an_actor_on_each_node(
         uncurated, top_weights, cluster_env, tmp_path):
     reference = tmp_path / "local.jsonl"
     irv2("predict", uncurated, "--weights", top_weights, "-o", reference, env=cluster_env)
@@ -157,7 +157,38 @@ def test_a_two_node_cluster_writes_shards_with_an_actor_on_each_node(
     assert run.returncode == 1, stderr
     assert nodes == {HEAD_IP, WORKER_IP}
     assert_same_predictions(shard_records(shards), jsonl_records(reference))
-    assert "Started a local Ray instance" not in stderr
+
+
+def test_a_plan_that_does_not_fit_the_cluster_is_one_line_at_once(mixed_folder, top_weights,
+                                                                  cluster_env, tmp_path):
+    """Two nodes of one CPU hold at most three engines beside a decoder and the listing:
+    four once meant a wait without end."""
+    started = time.monotonic()
+    result = irv2("predict", mixed_folder, "--weights", top_weights, "-o",
+                  tmp_path / "out.jsonl", "--runner", "ray", "--actors", "4",
+                  env=cluster_env, check=False)
+
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: 4 engine actors do not fit the Ray cluster's 2 nodes of 1 CPU: each reserves "
+        "0.5 CPU, and with a decoder and the listing at most 3 fit; pass fewer --actors or "
+        "--workers, or give the cluster more CPUs (`ray start --num-cpus N` on more nodes)."]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_stderr_off_a_terminal_holds_irv2s_lines_and_not_rays(top_weights, cluster_env,
+                                                              tmp_path):
+    """Ray Data's progress blocks and log lines stay in Ray's logs (``--verbose`` shows
+    them, and the stages' plan: see the hostile folder's test)."""
+    folder = copies(SAMPLES / "chelsea.jpg", tmp_path / "photos", numbered(3))
+    result = irv2("predict", folder, "--weights", top_weights, "-o", tmp_path / "out.jsonl",
+                  "--runner", "ray", env=cluster_env)
+
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines()
+             if "core_worker.cc" not in line]  # Ray's C++ core warns of restartable actors
+    assert len(lines) == 1 and lines[0].startswith("3 classified, 0 failed in "), lines
 
 
 def test_resume_of_a_shard_folder_adds_only_the_missing_images(uncurated, top_weights,

@@ -18,6 +18,8 @@ FLAG_ADVICE = {
     Hint.INSTALL_RAY: "install it with `pip install 'irv2cli[ray]'`",
     Hint.RAY_ADDRESS: ("check --ray-address (or RAY_ADDRESS) and that the cluster is up "
                        "(`ray status` on its head node)"),
+    Hint.RAY_CPUS: ("pass fewer --actors or --workers, or give the cluster more CPUs "
+                    "(`ray start --num-cpus N` on more nodes)"),
     Hint.MIRROR: ("if this machine cannot reach that server, set IRV2_MIRROR (or pass "
                   "`irv2 download-weights --mirror URL`) to a base URL that serves the same "
                   "file name, or fetch the file elsewhere and run "

@@ -11,7 +11,9 @@ if TYPE_CHECKING:
 
 def launch_on_ray(plan: RunPlan) -> int:
     """Run ``plan`` on its Ray runner into its output (a file, a folder of shards, or
-    stdout); return the exit status. Ray Data draws the progress."""
+    stdout); return the exit status."""
+    from rich.text import Text
+
     from ..results.shards import ShardFolder
     from .render import stderr_console
     from .runs import EXIT_FAILED_INPUTS, EXIT_OK, execute, summarize
@@ -20,9 +22,14 @@ def launch_on_ray(plan: RunPlan) -> int:
     if not isinstance(plan.output, str):
         return execute(plan, plan.runner)
     console = stderr_console()
+
+    def notify(message: str) -> None:
+        if not plan.quiet:
+            console.print(Text(message, style="dim"))
+
     try:
         summary = plan.runner.write_shards(list(plan.inputs), ShardFolder(plan.output),
-                                           plan.options)
+                                           plan.options, notify)
     except KeyboardInterrupt as interrupt:
         console.print(f"Interrupted: the shards already in {plan.output} are complete. Run "
                       "the same command with --resume to finish.", style="yellow")

@@ -95,7 +95,8 @@ def _runner_name(runner: str | None, old_runner: str | None) -> str:
 def _ray_runner(flags: dict[str, Any]) -> Runner:
     from ..cluster.runner import RayRunner
 
-    return RayRunner(flags["ray_address"], flags["actors"], flags["ray_node_ip"])
+    return RayRunner(flags["ray_address"], flags["actors"], flags["ray_node_ip"],
+                     verbose=flags["verbose"])
 
 
 def shard_folder(output: str) -> bool:

@@ -46,6 +46,10 @@ class RunDisplay:
                 console.print(Text(f"warning: {shown(record.path)}: {shown(warning)}",
                                    style="yellow"))
 
+    def say(self, message: str) -> None:
+        """A status message of the run (a plan, a stall), above the bar."""
+        self.progress.console.print(Text(message, style="dim"))
+
     def advance(self, progress: RunProgress) -> None:
         """Move the bar (starting it the first time)."""
         if self.task is None:
@@ -62,13 +66,14 @@ class RunDisplay:
 
 
 def execute(plan: RunPlan, runner: Runner, report: HtmlReport | None = None) -> int:
-    """Run ``plan`` on ``runner``, drawing progress on stderr (a Ray runner's own is
-    Ray Data's) and each record into ``report`` if given (finished with the summary,
-    also when interrupted); say what was done, how to finish an interrupted run, and
-    return the exit status: 0 all done, 1 some input failed (now or in the resumed file),
-    128 + signal when interrupted."""
+    """Run ``plan`` on ``runner``, drawing progress on stderr (on Ray with ``verbose``,
+    Ray Data draws its own) and each record into ``report`` if given (finished with the
+    summary, also when interrupted); say what was done, how to finish an interrupted
+    run, and return the exit status: 0 all done, 1 some input failed (now or in the
+    resumed file), 128 + signal when interrupted."""
     console = stderr_console()
-    bar = plan.runner is None and console.is_terminal and not plan.quiet
+    bar = (console.is_terminal and not plan.quiet
+           and not (plan.runner is not None and plan.verbose))
     display = RunDisplay(console, doing=plan.doing, bar=bar, verbose=plan.verbose)
     on_record, options = display.record, plan.options
     if report is not None:
@@ -76,7 +81,8 @@ def execute(plan: RunPlan, runner: Runner, report: HtmlReport | None = None) -> 
         options = dataclasses.replace(options, excluded=options.excluded | report.identities)
     sink = plan.output if plan.output is not None else stdout_output(plan.stdout_format)
     try:
-        summary = run(plan.inputs, sink, options, runner=runner, on_record=on_record,
+        summary = run(plan.inputs, sink, options, runner=runner,
+                      notify=_ignore if plan.quiet else display.say, on_record=on_record,
                       on_progress=display.advance if bar else None)
     except RunInterrupted as interrupt:
         display.stop()  # before the last words, which go below the bar
@@ -88,6 +94,10 @@ def execute(plan: RunPlan, runner: Runner, report: HtmlReport | None = None) -> 
     finish_report(report, summary)
     summarize(console, plan, summary, notes=engine_notes(runner))
     return EXIT_FAILED_INPUTS if summary.any_failed else EXIT_OK
+
+
+def _ignore(message: str) -> None:
+    pass
 
 
 def stdout_output(fmt: str) -> Output:

@@ -24,29 +24,25 @@ from dataclasses import dataclass
 
 from ..errors import ClusterError, Hint, Irv2Error
 from ..inputs.paths import path_key
-from ..pipeline.job import Job
+from ..pipeline.job import Job, Notify
 from ..pipeline.run import RunOptions, RunSummary
 from ..results.records import Record
 from ..results.shards import ShardFolder, new_run
+from .plan import DECODER_CPUS, ENGINE_CPUS, LISTING_CPUS, plan_stages
 from .rows import column_records
+from .stall import StallWatch
 
 DECODE_BATCH = 16  # files per decoding call: enough to keep a decoder busy between calls
-# Rows per block between stages: a block is the unit a stage works on and hands on, so
-# small ones keep every stage, and the output, moving while a run goes (and spread the
-# decoding over the decoders). The listing's blocks are cut to this many rows; Ray Data
-# merges what a task yields up to a size in bytes, and at 8 MiB a block of decoded
-# images holds about 30.
-BLOCK_ROWS = 32
+# The listing's blocks of paths are cut into this many pieces each (by the read task
+# itself: a stage of its own for it would take a whole CPU), so that every decoder gets
+# its share of a folder; and blocks between stages are at most 8 MiB (about 30 decoded
+# images), so that every stage, and the output, keeps moving while a run goes.
+LISTING_PIECES = 32
 BLOCK_BYTES = 8 << 20
 SHARD_ROWS = 4096  # rows per shard at least (the last shard of a run may have fewer)
 # A dead actor is restarted, and the batches it held are retried, a few times: never
 # forever, so a batch that kills every actor it meets fails the run instead.
 RETRIED = {"max_restarts": 4, "max_task_retries": 4}
-# The CPUs each actor reserves. Ray counts them only to place work: an engine's ONNX
-# Runtime uses its node's cores anyway. The listing's read task and the cutting into
-# blocks reserve Ray Data's default of one CPU each while they run, so these fractions
-# are what lets every stage run at once on a node of two CPUs.
-DECODER_CPUS, ENGINE_CPUS = 0.25, 0.5
 # Where Ray Data logs the exception that fails a run, stack trace and all (Ray 2.60)
 RAY_DATA_ERROR_LOGGERS = ("ray.data.exceptions",
                           "ray.data._internal.execution.streaming_executor_state")
@@ -74,6 +70,7 @@ class RayRunner:
     address: str | None = None
     actors: int | None = None
     node_ip: str | None = None
+    verbose: bool = False  # say the stages' plan; Ray Data's progress and log on stderr
 
     def total(self, job: Job) -> None:
         return None  # the inputs are listed on the cluster, as the run goes
@@ -82,16 +79,18 @@ class RayRunner:
         """The records of ``job``, as the cluster finishes them (not in input order)."""
         ray = import_ray()
         with self._connected(ray):
-            dataset = self._dataset(ray, job)
-            with _cluster_errors():
+            dataset = self._dataset(ray, job, job.notify)
+            with _cluster_errors(), _watched(ray, job.notify) as watch:
                 for columns in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                    watch.moved()
                     yield from column_records(columns)
 
-    def write_shards(self, inputs: list[str], folder: ShardFolder, options: RunOptions
-                     ) -> RunSummary:
+    def write_shards(self, inputs: list[str], folder: ShardFolder, options: RunOptions,
+                     notify: Notify = lambda message: None) -> RunSummary:
         """Have the cluster write the records of ``inputs`` as Parquet shards into
         ``folder`` (see ``results.shards``); with ``options.resume``, only of inputs not
-        yet there, and with ``options.overwrite`` after removing the shards there."""
+        yet there, and with ``options.overwrite`` after removing the shards there.
+        ``notify`` hears the stages' plan when ``verbose``."""
         started = time.perf_counter()
         ray = import_ray()
         with folder.held():
@@ -100,7 +99,7 @@ class RayRunner:
             failed_before = sum(record.error is not None for record in earlier)
             with self._connected(ray):
                 job = Job(inputs, options.selection(), frozenset(done), options)
-                dataset = self._dataset(ray, job, shards=folder.uri)
+                dataset = self._dataset(ray, job, notify, shards=folder.uri)
                 sink = _shard_sink(folder, new_run(), options.outputs)
                 with _cluster_errors():
                     dataset.write_datasink(sink)
@@ -125,7 +124,9 @@ class RayRunner:
             # reaches the driver as a record's error, or as the run's failure.
             with _own_signal_handlers():
                 ray.init(address=address, _node_ip_address=self.node_ip,
-                         log_to_driver=False, **local)
+                         log_to_driver=False,
+                         logging_level=logging.INFO if self.verbose else logging.WARNING,
+                         **local)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = "a local Ray instance" if local else f"the Ray cluster at {address}"
             raise ClusterError(f"could not connect to {where}: {exc}",
@@ -135,39 +136,80 @@ class RayRunner:
         finally:
             ray.shutdown()
 
-    def _dataset(self, ray, job: Job, shards: str | None = None):
-        """The job as a lazy Ray dataset of record columns; never of the shards in the
-        folder ``shards`` (the output), which may be one of the inputs."""
+    def _dataset(self, ray, job: Job, notify: Notify, shards: str | None = None):
+        """The job as a lazy Ray dataset of record columns, its stages fitted to the
+        cluster (``cluster.plan``); never of the shards in the folder ``shards`` (the
+        output), which may be one of the inputs."""
         from .source import PathSource
         from .stages import Decode, Infer, Listing
 
         options = job.options
+        plan = plan_stages(_node_cpus(ray), self.actors, options.workers)
+        if self.verbose:
+            for line in plan.lines():
+                notify(line)
         folder = os.getcwd()
         done_ref = ray.put(job.done)
         listings = [Listing(path, job.selection, folder, done_ref, shards)
                     for path in job.inputs]
-        actors = self.actors or _node_count(ray)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        decoders = options.workers or max(1, cpus - actors)
         pools = ray.data.ActorPoolStrategy
         with warnings.catch_warnings():
             # Ray 2.60 deprecates passing actor options as keywords, and offers nothing
             # else for them yet; the extra's version bound keeps them working.
             warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
-            listed = ray.data.read_datasource(PathSource(listings),
-                                              override_num_blocks=len(listings))
+            listed = ray.data.read_datasource(
+                PathSource(listings), num_cpus=LISTING_CPUS,
+                override_num_blocks=len(listings) * LISTING_PIECES)
             listed.context.target_max_block_size = BLOCK_BYTES  # and every stage after
             # a stage's irv2 error reaches the driver as itself, not as Ray Data's text
             listed.context.raise_original_map_exception = True
-            decoded = listed.repartition(target_num_rows_per_block=BLOCK_ROWS).map_batches(
+            decoded = listed.map_batches(
                 Decode, batch_size=DECODE_BATCH, batch_format="numpy",
                 fn_constructor_args=(options.preprocessing, options.decode_limits, 1, folder),
-                compute=pools(min_size=1, max_size=decoders), num_cpus=DECODER_CPUS,
+                compute=pools(min_size=1, max_size=plan.decoders), num_cpus=DECODER_CPUS,
                 **RETRIED)
-            return decoded.map_batches(
+            records = decoded.map_batches(
                 Infer, batch_size=options.batch_size, batch_format="numpy",
                 fn_constructor_args=(options,),
-                compute=pools(size=actors), num_cpus=ENGINE_CPUS, **RETRIED)
+                compute=pools(size=plan.engines), num_cpus=ENGINE_CPUS, **RETRIED)
+        _quiet_unless(self.verbose, records.context)
+        return records
+
+
+def _node_cpus(ray) -> list[float]:
+    """The CPUs of each live node of the cluster."""
+    return [node.get("Resources", {}).get("CPU", 0.0) for node in ray.nodes()
+            if node.get("Alive")]
+
+
+def _quiet_unless(verbose: bool, context) -> None:
+    """Ray Data's progress bars, log lines and advice on stderr only when ``verbose``:
+    irv2 draws its own bar and says what matters; the log stays in Ray's session
+    folder."""
+    context.enable_progress_bars = verbose
+    level = logging.INFO if verbose else logging.ERROR
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler):
+            handler.setLevel(level)
+    if not verbose:
+        # a pool larger than a small run's blocks is fine: the run is small
+        warnings.filterwarnings("ignore", "The minimum number of concurrent actors",
+                                UserWarning)
+
+
+@contextlib.contextmanager
+def _watched(ray, notify: Notify) -> Iterator[StallWatch]:
+    """A ``StallWatch`` for the block that says what the cluster has free."""
+    nodes = _node_count(ray)
+
+    def free() -> str:
+        cpus = ray.available_resources().get("CPU", 0.0)
+        return (f"{cpus:g} of {ray.cluster_resources().get('CPU', 0.0):g} CPUs free and "
+                f"{_node_count(ray)} of {nodes} nodes alive")
+
+    with StallWatch(notify, free) as watch:
+        yield watch
 
 
 def _check_answers(address: str) -> None:
