@@ -179,3 +179,35 @@ def test_cuinit_failing_is_noise_only_where_there_is_no_gpu_driver():
     assert tensorflow_noise(gpu_driver=False).match(line)
     assert not tensorflow_noise(gpu_driver=True).match(line)  # says why the GPU is unused
     assert tensorflow_noise(gpu_driver=True).match(onednn)
+
+
+class UncountedRunner:
+    """A runner that, like Ray's, cannot count the inputs before it starts."""
+
+    def total(self, job) -> None:
+        return None
+
+    def records(self, job):
+        yield from (record("/photos/a.jpg"), record("/photos/b.jpg"))
+
+
+@pytest.mark.parametrize("verbose, bar", [(False, True), (True, False)])
+def test_a_run_on_ray_draws_irv2s_bar_in_a_terminal_unless_verbose(monkeypatch, verbose,
+                                                                   bar):
+    """With --verbose, Ray Data draws its own progress instead."""
+    from irv2cli.cli import runs
+    from irv2cli.cli.plan import RunPlan
+    from irv2cli.pipeline.job import RunOptions
+
+    terminal = Terminal()
+    console = Console(file=terminal, force_terminal=True, width=100)
+    monkeypatch.setattr(runs, "stderr_console", lambda: console)
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO()))
+    plan = RunPlan(("/photos",), None, RunOptions(), UncountedRunner(),
+                   stdout_format="jsonl", verbose=verbose)
+
+    assert runs.execute(plan, plan.runner) == 0
+    shown = screen(terminal.getvalue())
+    bars = [line for line in shown if line.startswith("classifying")]
+    assert bool(bars) == bar, shown
+    assert all("2/?" in line and "img/s" in line for line in bars), bars
