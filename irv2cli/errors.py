@@ -26,6 +26,8 @@ class Hint(Enum):
     INSTALL_RAY = "install it with: pip install 'irv2cli[ray]'"
     RAY_ADDRESS = ("check the address (RayRunner(address=...), or RAY_ADDRESS) and that the "
                    "cluster is up (`ray status` on its head node)")
+    RAY_NODES = ("install this machine's irv2cli[ray] on every node of the cluster, and "
+                 "check that each is up (`ray status` on its head node)")
     RAY_CPUS = ("ask for fewer actors (RayRunner(actors=...)) or decoding workers "
                 "(RunOptions(workers=...)), or give the cluster more CPUs")
     MIRROR = ("if this machine cannot reach that server, set IRV2_MIRROR to a base URL that "

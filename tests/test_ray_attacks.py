@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 from ray_cluster import (
+    HEAD_IP,
     marked,
     marked_with,
     processes,
     ray_environment,
+    two_node_cluster,
 )
 from support import copies, numbered
 from test_hostile_files import assert_every_hostile_file_once, hostile_folder
@@ -249,3 +251,29 @@ def test_a_shard_folder_that_cannot_be_made_is_one_line(mixed_folder, tmp_path):
     assert result.exit_code == 1
     assert "cannot make the output folder" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_node_that_cannot_run_irv2_is_named_in_one_line_at_once(mixed_folder, top_weights,
+                                                                   tmp_path):
+    """A node without irv2cli (here a broken copy shadows it) fails every actor placed on
+    it, again and again: the run names it before it starts instead."""
+    shadow = tmp_path / "shadow" / "irv2cli"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("no irv2cli on this node")\n')
+    with two_node_cluster(ray_environment(PYTHONPATH=str(shadow.parent)), nodes=1) as address:
+        started = time.monotonic()
+        result = subprocess.run(  # from a folder Ray would not put on its workers' path
+            [sys.executable, "-m", "irv2cli", "predict", str(mixed_folder), "--weights",
+             str(top_weights), "-o", str(tmp_path / "out.jsonl"), "--runner", "ray"],
+            env={**ray_environment(), "RAY_ADDRESS": address}, cwd=tmp_path,
+            capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - started
+
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"Error: the Ray node at {HEAD_IP} cannot run irv2's stages: "
+                               "ImportError: no irv2cli on this node; install this "
+                               "machine's irv2cli"), lines[0]
+    assert took < 10
+    assert not (tmp_path / "out.jsonl").exists()

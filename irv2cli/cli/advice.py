@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import Hint, Irv2Error
+from ..version import __version__
 
 FLAG_ADVICE = {
     Hint.RESUME_OR_OVERWRITE: "pass --resume to continue that run, or --overwrite to replace it",
@@ -18,6 +19,9 @@ FLAG_ADVICE = {
     Hint.INSTALL_RAY: "install it with `pip install 'irv2cli[ray]'`",
     Hint.RAY_ADDRESS: ("check --ray-address (or RAY_ADDRESS) and that the cluster is up "
                        "(`ray status` on its head node)"),
+    Hint.RAY_NODES: ("install this machine's irv2cli "
+                     f"(`pip install 'irv2cli[ray]=={__version__}'`) on every node of the "
+                     "cluster, and check that each is up (`ray status` on its head node)"),
     Hint.RAY_CPUS: ("pass fewer --actors or --workers, or give the cluster more CPUs "
                     "(`ray start --num-cpus N` on more nodes)"),
     Hint.MIRROR: ("if this machine cannot reach that server, set IRV2_MIRROR (or pass "

@@ -28,6 +28,7 @@ from ..pipeline.job import Job, Notify
 from ..pipeline.run import RunOptions, RunSummary
 from ..results.records import Record
 from ..results.shards import ShardFolder, new_run
+from .nodes import check_nodes, node_cpus
 from .plan import DECODER_CPUS, ENGINE_CPUS, LISTING_CPUS, plan_stages
 from .rows import column_records
 from .stall import StallWatch
@@ -64,13 +65,15 @@ def import_ray():
 class RayRunner:
     """A run's runner on a Ray cluster: ``address`` of a running cluster (default: the
     ``RAY_ADDRESS`` variable, else a Ray instance started on this machine for the run),
-    ``actors`` running the network (default: one per node), and ``node_ip``, this
-    machine's address as the cluster should see it (default: Ray's guess)."""
+    ``actors`` running the network (default: one per node), ``node_ip``, this
+    machine's address as the cluster should see it (default: Ray's guess), and
+    ``verbose``: say the stages' plan (through ``notify``), and let Ray's log lines and
+    Ray Data's progress onto stderr."""
 
     address: str | None = None
     actors: int | None = None
     node_ip: str | None = None
-    verbose: bool = False  # say the stages' plan; Ray Data's progress and log on stderr
+    verbose: bool = False
 
     def total(self, job: Job) -> None:
         return None  # the inputs are listed on the cluster, as the run goes
@@ -144,7 +147,8 @@ class RayRunner:
         from .stages import Decode, Infer, Listing
 
         options = job.options
-        plan = plan_stages(_node_cpus(ray), self.actors, options.workers)
+        check_nodes(ray)
+        plan = plan_stages(node_cpus(ray), self.actors, options.workers)
         if self.verbose:
             for line in plan.lines():
                 notify(line)
@@ -174,12 +178,6 @@ class RayRunner:
                 compute=pools(size=plan.engines), num_cpus=ENGINE_CPUS, **RETRIED)
         _quiet_unless(self.verbose, records.context)
         return records
-
-
-def _node_cpus(ray) -> list[float]:
-    """The CPUs of each live node of the cluster."""
-    return [node.get("Resources", {}).get("CPU", 0.0) for node in ray.nodes()
-            if node.get("Alive")]
 
 
 def _quiet_unless(verbose: bool, context) -> None:
