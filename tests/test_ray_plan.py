@@ -52,6 +52,9 @@ def test_actors_and_workers_asked_for_are_given_where_they_fit():
     ([1, 1], None, 5, "5 decoding actors do not fit"),
     ([1, 1], None, 5, "at most 3 fit"),
     ([0.5], None, None, "the Ray cluster has 0.5 CPUs, and a run needs at least 1"),
+    ([0.25] * 4, None, None, "1 engine actor does not fit the Ray cluster's 4 nodes of "
+                             "0.25 CPUs: each reserves 0.5 CPU"),
+    ([1], None, 3, "3 decoding actors do not fit the Ray cluster's 1 node of 1 CPU"),
     ([], None, None, "the Ray cluster has 0 CPUs"),
 ])
 def test_a_plan_that_cannot_fit_says_what_would(nodes, actors, workers, says):

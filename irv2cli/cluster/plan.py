@@ -18,7 +18,7 @@ from ..errors import ClusterError, Hint
 
 ENGINE_CPUS = 0.5  # each engine actor (one per node by default)
 DECODER_CPUS = 0.25  # each decoding actor
-LISTING_CPUS = 0.25  # the listing task, and each task cutting its paths into blocks
+LISTING_CPUS = 0.25  # each listing's read task (which also cuts its paths into blocks)
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,14 @@ def plan_stages(nodes: Sequence[float], actors: int | None = None,
                            f"least {ENGINE_CPUS + DECODER_CPUS + LISTING_CPUS:g}",
                            hint=Hint.RAY_CPUS)
     engines = actors or max(1, sum(cpus >= ENGINE_CPUS for cpus in nodes))
-    if actors is None:
-        while engines > 1 and _placement(nodes, engines, 1) is None:
-            engines -= 1
-    elif _placement(nodes, engines, 1) is None:
+    while actors is None and engines > 1 and _placement(nodes, engines, 1) is None:
+        engines -= 1
+    if _placement(nodes, engines, 1) is None:
         most = _most(lambda n: _placement(nodes, n, 1))
-        raise ClusterError(f"{actors} engine actors do not fit the Ray cluster's "
-                           f"{_nodes_text(nodes)}: each reserves {ENGINE_CPUS:g} CPU, and "
-                           f"with a decoder and the listing at most {most} fit",
-                           hint=Hint.RAY_CPUS)
+        raise ClusterError(f"{_count(engines, 'engine actor')} {_do(engines)} not fit the "
+                           f"Ray cluster's {_nodes_text(nodes)}: each reserves "
+                           f"{ENGINE_CPUS:g} CPU, and with a decoder and the listing at "
+                           f"most {most} fit", hint=Hint.RAY_CPUS)
     if workers is None:
         decoders = max(1, int(total) - engines)
         while _placement(nodes, engines, decoders) is None:
@@ -77,10 +76,11 @@ def plan_stages(nodes: Sequence[float], actors: int | None = None,
         decoders = workers
         if _placement(nodes, engines, decoders) is None:
             most = _most(lambda n: _placement(nodes, engines, n))
-            raise ClusterError(f"{workers} decoding actors do not fit the Ray cluster's "
-                               f"{_nodes_text(nodes)}: each reserves {DECODER_CPUS:g} CPU, "
-                               f"and beside {engines} engine actors and the listing at "
-                               f"most {most} fit", hint=Hint.RAY_CPUS)
+            raise ClusterError(f"{_count(workers, 'decoding actor')} {_do(workers)} not "
+                               f"fit the Ray cluster's {_nodes_text(nodes)}: each reserves "
+                               f"{DECODER_CPUS:g} CPU, and beside "
+                               f"{_count(engines, 'engine actor')} and the listing at most "
+                               f"{most} fit", hint=Hint.RAY_CPUS)
     return StagePlan(engines, decoders, nodes, _placement(nodes, engines, decoders))
 
 
@@ -122,3 +122,7 @@ def _nodes_text(nodes: tuple[float, ...]) -> str:
 
 def _count(number: float, noun: str) -> str:
     return f"{number:g} {noun}{'' if number == 1 else 's'}"
+
+
+def _do(number: int) -> str:
+    return "does" if number == 1 else "do"
