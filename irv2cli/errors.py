@@ -28,6 +28,8 @@ class Hint(Enum):
                    "cluster is up (`ray status` on its head node)")
     RAY_NODES = ("install this machine's irv2cli[ray] on every node of the cluster, and "
                  "check that each is up (`ray status` on its head node)")
+    RAY_RESUME = ("the records written so far are complete: check the cluster (`ray status` "
+                  "on its head node), then resume the run (resume=True)")
     RAY_CPUS = ("ask for fewer actors (RayRunner(actors=...)) or decoding workers "
                 "(RunOptions(workers=...)), or give the cluster more CPUs")
     MIRROR = ("if this machine cannot reach that server, set IRV2_MIRROR to a base URL that "

@@ -31,15 +31,18 @@ def test_a_run_that_moves_says_nothing():
     assert said == []
 
 
-def test_a_stall_is_said_once_with_what_the_cluster_has():
+def test_a_stall_is_said_with_what_the_cluster_has_and_again_while_it_lasts():
     stall, clock, said = watch()
     clock.now = 61
     stall.check()
-    clock.now = 200
+    clock.now = 90
+    stall.check()
+    clock.now = 125
     stall.check()
 
-    assert len(said) == 1
+    assert len(said) == 2
     assert said[0].startswith("no image finished in the last 61 s")
+    assert said[1].startswith("no image finished in the last 125 s")
     assert "0 of 2 CPUs free" in said[0] and "ray status" in said[0]
 
 

@@ -459,3 +459,25 @@ def test_a_closed_pipe_on_stdout_stops_quietly(runtime_ready, top_weights, folde
         result = run_to_stdout(folder, top_weights, closed)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "Error" not in result.stderr
+
+
+def test_an_overwrite_interrupted_before_its_first_result_says_the_file_is_as_it_was(
+        tmp_path):
+    """--overwrite replaces the file only once a result is ready (a run on Ray starts
+    for seconds first): "run again with --resume" would mix the old records in."""
+    from rich.console import Console
+
+    from irv2cli.cli.plan import RunPlan
+    from irv2cli.cli.runs import summarize
+    from irv2cli.pipeline.job import RunOptions
+    from irv2cli.pipeline.run import RunSummary
+
+    said = io.StringIO()
+    output = tmp_path / "labels.jsonl"
+    plan = RunPlan(("photos",), output, RunOptions(overwrite=True))
+    summarize(Console(file=said, width=300), plan, RunSummary(0, 0, 0, 0, 1.0, output),
+              interrupted=True)
+
+    assert said.getvalue().startswith(f"Interrupted before the first result: {output} is "
+                                      "as it was")
+    assert "--resume" not in said.getvalue()

@@ -22,6 +22,8 @@ FLAG_ADVICE = {
     Hint.RAY_NODES: ("install this machine's irv2cli "
                      f"(`pip install 'irv2cli[ray]=={__version__}'`) on every node of the "
                      "cluster, and check that each is up (`ray status` on its head node)"),
+    Hint.RAY_RESUME: ("the results written so far are complete: check the cluster (`ray "
+                      "status` on its head node), then run the same command with --resume"),
     Hint.RAY_CPUS: ("pass fewer --actors or --workers, or give the cluster more CPUs "
                     "(`ray start --num-cpus N` on more nodes)"),
     Hint.MIRROR: ("if this machine cannot reach that server, set IRV2_MIRROR (or pass "

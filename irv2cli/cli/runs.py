@@ -153,6 +153,10 @@ def summarize(console: Console, plan: RunPlan, summary: RunSummary,
     written = summary.classified + summary.failed
     if interrupted and summary.output is None:
         console.print(f"Interrupted: {written} results were written.", style="yellow")
+    elif interrupted and not written and plan.options.overwrite:
+        console.print(f"Interrupted before the first result: {shown(summary.output)} is as "
+                      "it was (--overwrite replaces it only once a result is ready).",
+                      style="yellow")
     elif interrupted:
         console.print(f"Interrupted: {written} results were written in "
                       f"{shown(summary.output)}. Run the same command with --resume to finish.",

@@ -18,6 +18,7 @@ def node_cpus(ray) -> list[float]:
 def check_nodes(ray) -> None:
     """A ``ClusterError`` naming the first live node that cannot import irv2's stages and
     Ray Data, or has another irv2cli version than this machine, or does not answer."""
+    from ray.exceptions import NodeDiedError, TaskUnschedulableError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0, max_retries=0)(stages_version)
@@ -32,9 +33,12 @@ def check_nodes(ray) -> None:
     for ref in answered:
         try:
             version = ray.get(ref)
+        except (NodeDiedError, TaskUnschedulableError):
+            raise ClusterError(f"the Ray node at {asked[ref]} went away while the run "
+                               "started", hint=Hint.RAY_ADDRESS) from None
         except Exception as exc:  # whatever the node raised, in Ray's wrapping
             raise ClusterError(f"the Ray node at {asked[ref]} cannot run irv2's stages: "
-                               f"{_last_line(exc)}", hint=Hint.RAY_NODES) from None
+                               f"{last_line(exc)}", hint=Hint.RAY_NODES) from None
         if version != __version__:
             raise ClusterError(f"the Ray node at {asked[ref]} has irv2cli {version}, and "
                                f"this machine {__version__}", hint=Hint.RAY_NODES)
@@ -53,7 +57,7 @@ def _live(ray) -> list[dict]:
     return [node for node in ray.nodes() if node.get("Alive")]
 
 
-def _last_line(exc: BaseException) -> str:
+def last_line(exc: BaseException) -> str:
     """The last line of Ray's text of a remote error: the error itself."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__

@@ -5,7 +5,8 @@ go from stage to stage through the object store, never through the driver.
 The driver either streams the records into a local results file (``RayRunner.records``,
 used by ``pipeline.run``) or has the cluster write a folder of Parquet shards
 (``RayRunner.write_shards``). Actors that die are restarted and their batches retried
-(a bounded number of times), so a lost node or process costs time, not images.
+(a bounded number of times), so a lost process costs time, not images; a lost node can
+fail the run, whose records so far are kept for a resume (docs/ray.md, Faults).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..pipeline.job import Job, Notify
 from ..pipeline.run import RunOptions, RunSummary
 from ..results.records import Record
 from ..results.shards import ShardFolder, new_run
-from .nodes import check_nodes, node_cpus
+from .nodes import check_nodes, last_line, node_cpus
 from .plan import DECODER_CPUS, ENGINE_CPUS, LISTING_CPUS, plan_stages
 from .rows import column_records
 from .stall import StallWatch
@@ -83,7 +84,7 @@ class RayRunner:
         ray = import_ray()
         with self._connected(ray):
             dataset = self._dataset(ray, job, job.notify)
-            with _cluster_errors(), _watched(ray, job.notify) as watch:
+            with _cluster_errors(self.verbose), _watched(ray, job.notify) as watch:
                 for columns in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     watch.moved()
                     yield from column_records(columns)
@@ -104,7 +105,7 @@ class RayRunner:
                 job = Job(inputs, options.selection(), frozenset(done), options)
                 dataset = self._dataset(ray, job, notify, shards=folder.uri)
                 sink = _shard_sink(folder, new_run(), options.outputs)
-                with _cluster_errors():
+                with _cluster_errors(self.verbose):
                     dataset.write_datasink(sink)
         classified, failed = sink.counts
         return RunSummary(classified, failed, len(done), failed_before,
@@ -185,7 +186,7 @@ def _quiet_unless(verbose: bool, context) -> None:
     irv2 draws its own bar and says what matters; the log stays in Ray's session
     folder."""
     context.enable_progress_bars = verbose
-    level = logging.INFO if verbose else logging.ERROR
+    level = logging.INFO if verbose else logging.CRITICAL
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(
                 handler, logging.FileHandler):
@@ -267,9 +268,13 @@ def _shard_sink(folder: ShardFolder, run: str, outputs: tuple[str, ...]):
 
 
 @contextlib.contextmanager
-def _cluster_errors() -> Iterator[None]:
+def _cluster_errors(verbose: bool = False) -> Iterator[None]:
     """An irv2 error raised on the cluster (the weights do not fit, say) as itself,
-    rather than wrapped in Ray's task errors."""
+    rather than wrapped in Ray's task errors; unless ``verbose``, a failure of the
+    cluster itself (a node lost while its actors held batches, say) as one line, its
+    detail left in Ray's logs."""
+    import ray.exceptions
+
     quiet = _QuietIrv2Errors()
     loggers = [logging.getLogger(name) for name in RAY_DATA_ERROR_LOGGERS]
     for logger in loggers:
@@ -280,9 +285,13 @@ def _cluster_errors() -> Iterator[None]:
         raise
     except Exception as exc:
         cause = _irv2_cause(exc)
-        if cause is None:
+        if cause is not None:
+            raise cause from None
+        if verbose or not isinstance(exc, ray.exceptions.RayError):
             raise
-        raise cause from None
+        raise ClusterError(f"the Ray cluster failed the run: {last_line(exc)} (the detail "
+                           "is in Ray's logs, /tmp/ray/session_latest/logs)",
+                           hint=Hint.RAY_RESUME) from None
     finally:
         for logger in loggers:
             logger.removeFilter(quiet)
