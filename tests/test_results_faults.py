@@ -481,3 +481,31 @@ def test_an_overwrite_interrupted_before_its_first_result_says_the_file_is_as_it
     assert said.getvalue().startswith(f"Interrupted before the first result: {output} is "
                                       "as it was")
     assert "--resume" not in said.getvalue()
+
+
+def test_a_ctrl_c_that_lands_as_a_record_is_written_keeps_the_json_array_whole(
+        tmp_path, monkeypatch):
+    """The signal arrives right after a record's bytes reach the file (found by the suite
+    under load: the closing ``]`` was then written over that record's start)."""
+    import signal
+
+    from irv2cli.pipeline.job import RunOptions
+    from irv2cli.pipeline.run import open_sink
+    from irv2cli.results import locked
+
+    write_at = locked.write_at
+
+    def write_then_interrupt(fd: int, data: bytes, offset: int) -> None:
+        write_at(fd, data, offset)
+        if b"b.jpg" in data:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(locked, "write_at", write_then_interrupt)
+    out = tmp_path / "labels.json"
+    with pytest.raises(KeyboardInterrupt), open_sink(out, RunOptions()) as output:
+        for name in ("a", "b", "c"):
+            output.writer.write(Record(f"/photos/{name}.jpg",
+                                       [Prediction(1, 0, "n01440764", "tench", 0.5)]))
+
+    assert [record["path"] for record in json.loads(out.read_text())] == [
+        "/photos/a.jpg", "/photos/b.jpg"]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -124,6 +125,24 @@ def write_at(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
+HELD_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                if hasattr(signal, name)}
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (they arrive right after
+    it), so that what the block writes and records of it stays whole."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 class AppendFile:
     """A locked file written in place after its last complete record (``end``): a text
     stream whose every flush is written as one piece."""
@@ -143,16 +162,17 @@ class AppendFile:
         failure (a full disk), cut the torn piece off again."""
         data = "".join(self._pending).encode(ENCODING, ERRORS)
         self._pending.clear()
-        try:
-            if not self._started:
-                os.ftruncate(self.fd, self.end)
-                self._started = True
-            write_at(self.fd, data, self.end)
-        except OSError as exc:
-            with contextlib.suppress(OSError):  # shrinking a file needs no space
-                os.ftruncate(self.fd, self.end)
-            raise write_failed(self.path, exc) from None
-        self.end += len(data)
+        with signals_held():  # else a Ctrl-C between the write and ``end`` tears a record
+            try:
+                if not self._started:
+                    os.ftruncate(self.fd, self.end)
+                    self._started = True
+                write_at(self.fd, data, self.end)
+            except OSError as exc:
+                with contextlib.suppress(OSError):  # shrinking a file needs no space
+                    os.ftruncate(self.fd, self.end)
+                raise write_failed(self.path, exc) from None
+            self.end += len(data)
 
     def release(self, completed: bool) -> None:
         """Unlock and close; a file this run made and never wrote is removed again."""
