@@ -32,6 +32,7 @@ import pebble
 from pebble import ProcessExpired, ProcessPool
 
 from ..errors import ImageError
+from ..sigmask import blocked, named
 from .images import Preprocessing, prepare
 from .uris import filesystem, is_uri
 
@@ -230,24 +231,16 @@ class DecodedInOrder(Generic[T]):
 
 # Ctrl-C and a closed terminal reach the whole process group: the run handles them, and a
 # process it starts must never see them, not even while its interpreter starts.
-_INTERRUPTS = {getattr(signal, name) for name in ("SIGINT", "SIGHUP") if hasattr(signal, name)}
+_INTERRUPTS = named("SIGINT", "SIGHUP")
 
 
-@contextlib.contextmanager
-def _interrupts_blocked() -> Iterator[None]:
+def _interrupts_blocked() -> contextlib.AbstractContextManager[None]:
     """Block Ctrl-C and SIGHUP in this thread meanwhile. Processes started meanwhile (through
     fork and exec) and threads inherit the mask: a worker still importing Python when the
     terminal's Ctrl-C comes would die with a ``KeyboardInterrupt`` traceback on the
     terminal, and multiprocessing's resource tracker, which ignores SIGINT and SIGTERM but
     not SIGHUP, would die and be restarted with warnings."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return blocked(_INTERRUPTS)
 
 
 def _start_resource_tracker() -> None:

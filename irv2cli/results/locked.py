@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import Hint, OutputError
+from ..sigmask import blocked, named
 from .scanning import Held
 from .writers import ENCODING, ERRORS, Output, RecordWriter, os_reason, shown, write_error
 
@@ -125,22 +125,8 @@ def write_at(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-HELD_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-                if hasattr(signal, name)}
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (they arrive right after
-    it), so that what the block writes and records of it stays whole."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+# Ctrl-C, SIGTERM and SIGHUP wait while a record is written and its end recorded
+HELD_SIGNALS = named("SIGINT", "SIGTERM", "SIGHUP")
 
 
 class AppendFile:
@@ -162,7 +148,7 @@ class AppendFile:
         failure (a full disk), cut the torn piece off again."""
         data = "".join(self._pending).encode(ENCODING, ERRORS)
         self._pending.clear()
-        with signals_held():  # else a Ctrl-C between the write and ``end`` tears a record
+        with blocked(HELD_SIGNALS):  # else a signal between write and ``end`` tears it
             try:
                 if not self._started:
                     os.ftruncate(self.fd, self.end)
