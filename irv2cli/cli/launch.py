@@ -65,14 +65,10 @@ def start_engine(plan: RunPlan) -> EngineLoading | Deferred:
 def _download_then_load(plan: RunPlan) -> Engine:
     from ..engines.base import load_engine
     from .official import official_weights
-    from .render import stderr_console
+    from .render import status_printer, stderr_console
 
     console = stderr_console()
-
-    def notify(message: str) -> None:
-        if not plan.quiet:
-            console.print(message, style="dim")
-
+    notify = status_printer(console, plan.quiet)
     options = plan.options
     weights = options.weights or official_weights(console, plan.quiet)
     return load_engine(weights, options.backend, notify, options.precision)

@@ -14,11 +14,8 @@ def official_weights(console: Console, quiet: bool = False) -> Path:
     """The official weights file, downloaded (its bar and notes on ``console``) unless the
     cache already holds it; ``quiet``: neither bar nor notes."""
     from ..store.weights import ensure_weights
-    from .render import download_progress
-
-    def notify(message: str) -> None:
-        if not quiet:
-            console.print(message, style="dim")
+    from .render import download_progress, status_printer
 
     with download_progress(console, "official weights") as progress:
-        return ensure_weights(progress=None if quiet else progress, notify=notify)
+        return ensure_weights(progress=None if quiet else progress,
+                              notify=status_printer(console, quiet))

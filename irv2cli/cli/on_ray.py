@@ -12,21 +12,15 @@ if TYPE_CHECKING:
 def launch_on_ray(plan: RunPlan) -> int:
     """Run ``plan`` on its Ray runner into its output (a file, a folder of shards, or
     stdout); return the exit status."""
-    from rich.text import Text
-
     from ..results.shards import ShardFolder
-    from .render import stderr_console
+    from .render import status_printer, stderr_console
     from .runs import EXIT_FAILED_INPUTS, EXIT_OK, execute, summarize
     from .signals import exit_status
 
     if not isinstance(plan.output, str):
         return execute(plan, plan.runner)
     console = stderr_console()
-
-    def notify(message: str) -> None:
-        if not plan.quiet:
-            console.print(Text(message, style="dim"))
-
+    notify = status_printer(console, plan.quiet)
     try:
         summary = plan.runner.write_shards(list(plan.inputs), ShardFolder(plan.output),
                                            plan.options, notify)

@@ -35,16 +35,13 @@ def quantize(calibration, check, weights):
     it anew. With --check, says how far int8 strays from fp32 on photos it was not
     calibrated on; the report is kept with the runtime and shown by predict.
     """
-    from rich.text import Text
 
     from ..pipeline.quantize import quantize as build
     from .official import official_weights
-    from .render import stderr_console
+    from .render import status_printer, stderr_console
 
     console = stderr_console()
-
-    def notify(message: str) -> None:
-        console.print(Text(message, style="dim"))
+    notify = status_printer(console)
 
     if weights is None:
         weights = official_weights(console)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -28,6 +28,15 @@ def stderr_console() -> Console:
     """Progress, errors and summaries go here, so stdout stays clean for results. Nothing
     printed is read as markup: a file named ``[bold]a.jpg`` shows as it is named."""
     return Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def status_printer(console: Console, quiet: bool = False) -> Callable[[str], None]:
+    """A library ``notify``: each status message as a dim line on ``console`` (never read
+    as markup), or nothing when ``quiet``."""
+    def notify(message: str) -> None:
+        if not quiet:
+            console.print(Text(message, style="dim"))
+    return notify
 
 
 def stdout_is_terminal() -> bool:

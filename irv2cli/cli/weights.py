@@ -28,13 +28,11 @@ def download_weights(include_top, mirror, from_file, force):
     The cache is $IRV2_HOME, else the platform's user cache directory.
     """
     from ..store.weights import ensure_weights, install_from_file
-    from .render import download_progress, stderr_console
+    from .render import download_progress, status_printer, stderr_console
 
     weight_file = SPEC.weights(include_top)
     console = stderr_console()
-
-    def notify(message: str) -> None:
-        console.print(message, style="dim")
+    notify = status_printer(console)
 
     if from_file is not None:
         path = install_from_file(from_file, weight_file, force=force, notify=notify)
