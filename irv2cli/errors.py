@@ -35,6 +35,10 @@ class Hint(Enum):
     MIRROR = ("if this machine cannot reach that server, set IRV2_MIRROR to a base URL that "
               "serves the same file name, or install a copy obtained elsewhere "
               "(install_from_file)")
+    SAME_HEAD = "use the same head (or none, as that run did), or another output path"
+    HEAD_WEIGHTS = ("classify with the weights the head was trained on (RunOptions(weights=...)), "
+                    "or train a head on these weights (irv2cli.train)")
+    HEAD_FILE = "check the path: a head is the file irv2cli.train writes"
     QUANTIZE = ("build the int8 runtime from a few hundred of your own photos first "
                 "(irv2cli.quantize(folder))")
 
@@ -85,3 +89,13 @@ class EngineError(Irv2Error):
 
 class ClusterError(Irv2Error):
     """Ray is missing, the cluster cannot be reached, or it failed the run."""
+
+
+class HeadError(Irv2Error):
+    """A head file (a classifier trained on the network's features) cannot be used: it is
+    not a head, it is damaged, or it was trained on other network weights."""
+
+
+class TrainingDataError(Irv2Error):
+    """The folders given to train a head cannot be used as they are: the message says
+    which folder or file, and what to change."""

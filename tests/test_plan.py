@@ -82,6 +82,7 @@ PREDICT = {
     "resume": (["--resume", "-o", "r.jsonl"], lambda p: p.options.resume),
     "overwrite": (["--overwrite", "-o", "r.jsonl"], lambda p: p.options.overwrite),
     "top_k": (["-k", "3"], lambda p: p.options.top_k == 3),
+    "head": (["--head", "products.head"], lambda p: p.options.head == Path("products.head")),
     "fmt": (["--format", "csv"], lambda p: p.stdout_format == "csv" and p.options.fmt == "csv"),
     "output": (["-o", "r.jsonl"], lambda p: p.output == Path("r.jsonl")),
     "report": (["--report", "r.html"],

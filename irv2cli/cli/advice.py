@@ -30,6 +30,11 @@ FLAG_ADVICE = {
                   "`irv2 download-weights --mirror URL`) to a base URL that serves the same "
                   "file name, or fetch the file elsewhere and run "
                   "`irv2 download-weights --from-file PATH`"),
+    Hint.SAME_HEAD: ("run with the same --head (or none, as that run did), or write to "
+                     "another --output"),
+    Hint.HEAD_WEIGHTS: ("pass the --weights the head was trained on, or train a head on "
+                        "these weights with `irv2 train`"),
+    Hint.HEAD_FILE: "check the path: a head is the file `irv2 train` writes",
     Hint.QUANTIZE: ("run `irv2 quantize --calibrate DIR` on a folder of a few hundred of your "
                     "own photos to build it"),
 }

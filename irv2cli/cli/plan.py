@@ -57,24 +57,20 @@ def run_plan(flags: dict[str, Any], outputs: tuple[str, ...],
     a folder of shards takes ``--format`` only among ``shard_formats``. A combination of
     flags that cannot run is a usage error. (The run's modules are imported here, not
     when ``--help`` is asked for.)"""
-    from ..inputs.decoding import DecodeLimits
-    from ..inputs.images import Preprocessing
     from ..pipeline.job import RunOptions
 
     runner = _runner_name(flags["runner"], flags["old_runner"])
     fmt = flags["fmt"]
     output = _output(flags["output"], runner, fmt, shard_formats)
     report = flags.get("report")
-    options = RunOptions(
-        weights=flags["weights"], backend=flags["backend"], precision=flags["precision"],
-        top_k=flags.get("top_k", RunOptions.top_k), outputs=outputs,
-        batch_size=flags["batch_size"], workers=flags["workers"],
-        preprocessing=Preprocessing(flags["resize"], flags["interpolation"],
-                                    flags["max_pixels"]),
-        decode_limits=DecodeLimits(flags["decode_memory"], flags["decode_timeout"]),
-        recursive=flags["recursive"], globs=tuple(flags["globs"]),
-        include_hidden=flags["include_hidden"], fmt=None if fmt == "table" else fmt,
-        resume=flags["resume"], overwrite=flags["overwrite"], pixels=report is not None)
+    options = options_from(
+        flags, top_k=flags.get("top_k", RunOptions.top_k), outputs=outputs,
+        recursive=flags["recursive"], fmt=None if fmt == "table" else fmt,
+        resume=flags["resume"], overwrite=flags["overwrite"], pixels=report is not None,
+        head=flags.get("head"))
+    if options.head is not None and isinstance(output, str):
+        raise click.UsageError(f"--output {output} is a folder of Parquet shards; with "
+                               "--head, name a results file (.csv, .jsonl, .json).")
     if options.precision == "int8" and options.backend == "keras":
         raise click.UsageError("--precision int8 runs on the onnx backend; the keras "
                                "backend computes in fp32 only.")
@@ -82,6 +78,29 @@ def run_plan(flags: dict[str, Any], outputs: tuple[str, ...],
                    _ray_runner(flags) if runner == "ray" else None, report,
                    stdout_format=fmt or "table", quiet=flags["quiet"],
                    verbose=flags["verbose"])
+
+
+def options_from(flags: dict[str, Any], **fields) -> RunOptions:
+    """The ``RunOptions`` of the flags every command that embeds or classifies shares
+    (weights, backend, precision, batch size, decoding, preprocessing, hidden files,
+    globs), with the command's own ``fields``."""
+    from ..inputs.decoding import DecodeLimits
+    from ..inputs.images import Preprocessing
+    from ..pipeline.job import RunOptions
+
+    return RunOptions(
+        weights=flags["weights"], backend=flags["backend"], precision=flags["precision"],
+        batch_size=flags["batch_size"], workers=flags["workers"],
+        preprocessing=Preprocessing(flags["resize"], flags["interpolation"],
+                                    flags["max_pixels"]),
+        decode_limits=DecodeLimits(flags["decode_memory"], flags["decode_timeout"]),
+        globs=tuple(flags["globs"]), include_hidden=flags["include_hidden"], **fields)
+
+
+def runner_from(flags: dict[str, Any]) -> Runner | None:
+    """The runner ``--runner`` (or ``--engine``) names: ``None`` for this machine."""
+    return _ray_runner(flags) if _runner_name(flags["runner"], flags["old_runner"]) == "ray" \
+        else None
 
 
 def _runner_name(runner: str | None, old_runner: str | None) -> str:

@@ -16,10 +16,15 @@ FORMATS = ("table", *RESULT_FORMATS)
 
 @click.command(epilog=examples(
     "irv2 predict cat.jpg",
-    "irv2 predict photos/ -o labels.csv --resume --report report.html"))
+    "irv2 predict photos/ -o labels.csv --resume --report report.html",
+    "irv2 predict photos/ --head products.head -o products.csv"))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-k", "--top-k", type=click.IntRange(1, SPEC.num_classes), default=5,
-              show_default=True, help="How many classes to report per image.")
+              show_default=True, help="How many classes to report per image (with --head, "
+                                      "at most its class count).")
+@click.option("--head", type=click.Path(dir_okay=False, path_type=Path),
+              help="Classify into your own classes: a head file that `irv2 train` wrote "
+                   "(records carry its class names).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format. Default: table on stdout, or from --output's extension.")
 @click.option("-o", "--output",

@@ -57,15 +57,20 @@ def print_predictions(console: Console, record: Record) -> None:
 
 
 def prediction_table(record: Record) -> Table:
-    """One image's top-k as a table: rank, label, WordNet ID, probability with a bar."""
+    """One image's top-k as a table: rank, label, WordNet ID (with a head, the head's
+    tag), probability with a bar. Labels are text, never markup (a head's class names are
+    the user's folder names)."""
+    from ..results.heads import TAG_PREFIX
+
     table = Table()
     table.add_column("#", justify="right")
     table.add_column("label")
-    table.add_column("WordNet ID")
+    head = bool(record.predictions) and record.predictions[0].wnid.startswith(TAG_PREFIX)
+    table.add_column("head" if head else "WordNet ID")
     table.add_column("probability", justify="right")
     table.add_column("")
     for p in record.predictions:
-        table.add_row(str(p.rank), p.label, p.wnid, f"{p.score:.2%}",
+        table.add_row(str(p.rank), Text(shown(p.label)), p.wnid, f"{p.score:.2%}",
                       ProgressBar(total=1.0, completed=p.score, width=20))
     return table
 

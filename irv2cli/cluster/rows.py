@@ -8,10 +8,12 @@ nulls alone has no type, and comes back from Arrow as NaNs).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..results.features import DIM
-from ..results.labels import ranked
+from ..results.labels import ClassLabel, ranked
 from ..results.records import Record
 from ..results.writers import ENCODING, ERRORS
 from ..spec import FEATURES, PROBABILITIES
@@ -71,8 +73,10 @@ def record_columns(records: list[Record], outputs: tuple[str, ...], top_k: int) 
     return columns
 
 
-def column_records(columns: Columns) -> list[Record]:
-    """The records whose columns ``record_columns`` made."""
+def column_records(columns: Columns, classes: Sequence[ClassLabel] | None = None
+                   ) -> list[Record]:
+    """The records whose columns ``record_columns`` made; ``classes`` name the classes
+    (default: ImageNet's; a head's own)."""
     records = []
     for row, (raw, error) in enumerate(zip(columns["path"], columns["error"], strict=True)):
         path = name_text(raw)
@@ -81,7 +85,8 @@ def column_records(columns: Columns) -> list[Record]:
             continue
         fields = {}
         if "classes" in columns:
-            fields["predictions"] = ranked(columns["classes"][row], columns["scores"][row])
+            fields["predictions"] = ranked(columns["classes"][row], columns["scores"][row],
+                                           classes)
         if "features" in columns:
             fields["features"] = np.asarray(columns["features"][row], dtype=np.float32)
         records.append(Record(path, warnings=warnings_of(columns["warnings"][row]), **fields))

@@ -82,12 +82,13 @@ class RayRunner:
     def records(self, job: Job) -> Iterator[Record]:
         """The records of ``job``, as the cluster finishes them (not in input order)."""
         ray = import_ray()
+        classes = None if job.head is None else job.head.labels
         with self._connected(ray):
             dataset = self._dataset(ray, job, job.notify)
             with _cluster_errors(self.verbose), _watched(ray, job.notify) as watch:
                 for columns in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     watch.moved()
-                    yield from column_records(columns)
+                    yield from column_records(columns, classes)
 
     def write_shards(self, inputs: list[str], folder: ShardFolder, options: RunOptions,
                      notify: Notify = lambda message: None) -> RunSummary:
@@ -95,6 +96,9 @@ class RayRunner:
         ``folder`` (see ``results.shards``); with ``options.resume``, only of inputs not
         yet there, and with ``options.overwrite`` after removing the shards there.
         ``notify`` hears the stages' plan when ``verbose``."""
+        if options.head is not None:
+            raise ValueError("a run with a head writes a results file (or stdout), not "
+                             "Parquet shards")
         started = time.perf_counter()
         ray = import_ray()
         with folder.held():
@@ -175,7 +179,7 @@ class RayRunner:
                 **RETRIED)
             records = decoded.map_batches(
                 Infer, batch_size=options.batch_size, batch_format="numpy",
-                fn_constructor_args=(options,),
+                fn_constructor_args=(options, job.head),
                 compute=pools(size=plan.engines), num_cpus=ENGINE_CPUS, **RETRIED)
         _quiet_unless(self.verbose, records.context)
         return records

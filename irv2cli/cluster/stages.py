@@ -24,6 +24,7 @@ from ..inputs.uris import is_uri
 from ..pipeline.batches import Batch
 from ..pipeline.classifier import Classifier
 from ..pipeline.job import RunOptions
+from ..results.heads import Head
 from ..results.shards import SHARD
 from ..spec import SPEC
 from .rows import Columns, name_bytes, name_text, record_columns, texts, warnings_of, warnings_text
@@ -107,9 +108,10 @@ class Infer:
     cached artifact of the weights on this node (built by the first actor that needs
     it; the others wait for it), or the official weights, fetched into this node's cache
     when it lacks them. In ``precision`` int8, the node's own int8 artifact, which
-    ``irv2 quantize`` must have built there. ``options`` are the run's."""
+    ``irv2 quantize`` must have built there. ``options`` are the run's; ``head``, its head
+    (loaded by the driver), is applied to the features."""
 
-    def __init__(self, options: RunOptions):
+    def __init__(self, options: RunOptions, head: Head | None = None):
         from ..engines.base import check_outputs, load_engine
         from ..store.weights import ensure_weights
 
@@ -117,6 +119,10 @@ class Infer:
         try:
             engine = load_engine(options.weights or ensure_weights(), options.backend,
                                  precision=options.precision)
+            if head is not None:
+                from ..engines.head import HeadEngine
+
+                engine = HeadEngine(engine, head)
             check_outputs(engine.outputs, options.outputs, options.weights)
         except Irv2Error as exc:
             # Raised here, it would kill the actor, and reach the driver as Ray's text

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..inputs.decoding import DecodeLimits, DecodePool, default_workers
 from ..inputs.images import Preprocessing, load_input
-from ..results.labels import Prediction, decode_top_k
+from ..results.labels import ClassLabel, Prediction, decode_top_k
 from ..results.records import Record
 from ..spec import DEFAULT_MAX_PIXELS, FEATURES, PROBABILITIES, SPEC
 from .batches import Batch, decoded_batches
@@ -57,6 +57,12 @@ class Classifier:
         return cls(load_engine(weights or ensure_weights(), backend), **options)
 
     @property
+    def classes(self) -> tuple[ClassLabel, ...] | None:
+        """What the engine's probabilities are over: a head's classes (``engines.head``),
+        or ``None`` for ImageNet's."""
+        return getattr(self.engine, "classes", None)
+
+    @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(self.resize, self.interpolation, self.max_pixels)
 
@@ -83,7 +89,7 @@ class Classifier:
         from ..engines.base import class_probabilities
 
         probabilities = class_probabilities(self.engine(np.asarray(inputs, dtype=np.float32)))
-        return [decode_top_k(p, self.top_k) for p in probabilities]
+        return [decode_top_k(p, self.top_k, self.classes) for p in probabilities]
 
     def classify_batch(self, batch: Batch) -> list[Record]:
         """Records for every path of ``batch``, in order, failures included."""
@@ -100,7 +106,8 @@ class Classifier:
         for i in range(len(next(iter(outputs.values())))):
             fields = {}
             if PROBABILITIES in self.outputs:
-                fields["predictions"] = decode_top_k(outputs[PROBABILITIES][i], self.top_k)
+                fields["predictions"] = decode_top_k(outputs[PROBABILITIES][i], self.top_k,
+                                                     self.classes)
             if FEATURES in self.outputs:
                 fields["features"] = outputs[FEATURES][i]
             if self.keep_pixels:

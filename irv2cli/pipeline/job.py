@@ -20,6 +20,7 @@ from ..inputs.paths import InputSelection, iter_image_paths, path_key
 from ..spec import PROBABILITIES
 
 if TYPE_CHECKING:
+    from ..results.heads import Head
     from ..results.records import Record
 
 Notify = Callable[[str], None]
@@ -35,6 +36,8 @@ class RunOptions:
     for a report's thumbnails; no file writes them). ``resume``, ``overwrite`` and
     ``fmt`` apply when the sink is given as a path. ``excluded`` are files the caller
     writes meanwhile (their (device, inode), such as a report's), never read as inputs.
+    ``head`` classifies into a head's own classes (see ``results.heads``): top-k is over
+    them, at most as many as it has.
     """
 
     weights: Path | None = None  # default: the official file, fetched if missing
@@ -54,6 +57,8 @@ class RunOptions:
     overwrite: bool = False
     pixels: bool = False
     excluded: frozenset[tuple[int, int]] = frozenset()
+    # a head file (``irv2 train``): probabilities over its classes, from the features
+    head: Path | None = None
 
     def selection(self, also_excluded: frozenset[tuple[int, int]] = frozenset()
                   ) -> InputSelection:
@@ -67,7 +72,8 @@ class Job:
     """What a runner is asked for: the records of every file of ``inputs`` that
     ``selection`` takes and whose ``path_key`` is not in ``done``, in any order.
     ``notify`` hears status messages (a download, a build); ``on_ready`` is called once
-    the engine is ready, when the run's clock for images/s starts."""
+    the engine is ready, when the run's clock for images/s starts. ``head`` is the
+    options' head, loaded and checked."""
 
     inputs: list[str]
     selection: InputSelection
@@ -75,6 +81,7 @@ class Job:
     options: RunOptions
     notify: Notify = lambda message: None
     on_ready: Callable[[], None] = lambda: None
+    head: Head | None = None
 
     def todo(self) -> Iterator[str]:
         """The input paths not yet done, walked lazily in sorted order."""

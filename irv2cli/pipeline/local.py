@@ -60,6 +60,10 @@ class LocalRunner:
                                       options.preprocessing, options.batch_size)
             decoded = next(batches)
             engine = self._engine(options, job.notify)
+            if job.head is not None:
+                from ..engines.head import HeadEngine
+
+                engine = HeadEngine(engine, job.head)
             check_outputs(engine.outputs, options.outputs, options.weights)
             classifier = Classifier(engine, options.top_k, options.outputs,
                                     batch_size=options.batch_size, keep_pixels=options.pixels)

@@ -14,14 +14,18 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..results.records import Record
 from ..results.writers import Output
 from ..spec import FEATURES
 from .job import Job, Notify, Runner, RunOptions
 from .local import LocalRunner
+
+if TYPE_CHECKING:
+    from ..results.heads import Head
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,11 @@ class RunInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
-def open_sink(path: str | os.PathLike, options: RunOptions) -> Output:
+def open_sink(path: str | os.PathLike, options: RunOptions, head: Head | None = None
+              ) -> Output:
     """The output file at ``path``, in the format its extension (or ``options.fmt``)
     names: results (csv/jsonl/json) for probabilities, feature files when the run asks
-    for features."""
+    for features. Results resumed must be of ``head``'s classes (``None``: ImageNet's)."""
     path = Path(path)
     if FEATURES in options.outputs:
         from ..results.features import feature_format, open_features
@@ -76,7 +81,8 @@ def open_sink(path: str | os.PathLike, options: RunOptions) -> Output:
     from ..results.files import open_results, output_format
 
     return open_results(path, output_format(path, options.fmt), resume=options.resume,
-                        overwrite=options.overwrite, top_k=options.top_k)
+                        overwrite=options.overwrite, top_k=options.top_k,
+                        tag=None if head is None else head.tag)
 
 
 def run(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
@@ -101,15 +107,19 @@ def run(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]  # one path, not its characters
     inputs = [os.fspath(p) for p in inputs]
+    head = None
+    if options.head is not None:
+        head, options = with_head(options, notify)
     runner = runner if runner is not None else LocalRunner()
     path = None if sink is None or isinstance(sink, Output) else Path(sink)
     where = path if path is not None else getattr(sink, "path", None)
     counts = _Counts()
     try:  # a Ctrl-C while an earlier run's file is being read is an interrupted run too
-        output = open_sink(path, options) if path is not None else sink or Output(_NoWriter())
+        output = (open_sink(path, options, head) if path is not None
+                  else sink or Output(_NoWriter()))
         with output as opened:
             job = Job(inputs, options.selection(opened.identities), frozenset(opened.done),
-                      options, notify, on_ready=counts.restart)
+                      options, notify, on_ready=counts.restart, head=head)
             counts.skipped, counts.failed_before = len(opened.done), opened.failed
             if on_progress is not None:
                 counts.total = runner.total(job)
@@ -124,6 +134,30 @@ def run(inputs: Iterable[str | os.PathLike] | str | os.PathLike,
     except KeyboardInterrupt as exc:
         raise RunInterrupted(counts.summary(where)) from exc
     return counts.summary(where)
+
+
+def with_head(options: RunOptions, notify: Notify) -> tuple[Head, RunOptions]:
+    """The options' head, loaded and checked against the run's weights, and the options
+    with top-k at most its class count (said once, through ``notify``); a preprocessing
+    other than the head's is said too."""
+    from ..results.heads import load_head
+    from ..store.artifacts import network_key
+
+    head = load_head(options.head)
+    head.check_network(network_key(options.weights), options.head)
+    count = len(head.classes)
+    if options.top_k > count:
+        notify(f"top-{options.top_k} asked for, but the head has {count} classes: "
+               f"each image gets all {count}")
+        options = replace(options, top_k=count)
+    trained = head.metadata.get("preprocessing", {})
+    used = {"resize": options.preprocessing.resize,
+            "interpolation": options.preprocessing.interpolation}
+    if trained and {key: trained.get(key) for key in used} != used:
+        notify(f"the head was trained on images resized by {trained.get('resize')} "
+               f"({trained.get('interpolation')}), this run resizes by {used['resize']} "
+               f"({used['interpolation']}): its scores may be off")
+    return head, options
 
 
 @dataclass

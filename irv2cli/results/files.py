@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import Hint, OutputError
+from .heads import TAG_PREFIX
 from .labels import Prediction
 from .locked import LinesOutput, open_append
 from .records import Record
@@ -136,18 +137,41 @@ def _check_top_k(record: Record, path: Path, top_k: int) -> None:
                           f"top-{top_k}", hint=Hint.SAME_TOP_K)
 
 
-def scan_results(stream: BinaryIO, path: Path, fmt: str, top_k: int) -> Held:
+def _classes_of(wnid: str) -> str:
+    return (f"the head {wnid.removeprefix(TAG_PREFIX)}" if wnid.startswith(TAG_PREFIX)
+            else "ImageNet's classes")
+
+
+def _check_classes(record: Record, path: Path, tag: str | None) -> None:
+    """A record's predictions must be of the run's head (its ``tag``), or of ImageNet's
+    classes when ``tag`` is ``None``."""
+    if not record.predictions:
+        return
+    wnid = record.predictions[0].wnid
+    if (wnid != tag) if tag is not None else wnid.startswith(TAG_PREFIX):
+        wanted = "ImageNet's classes" if tag is None else _classes_of(tag)
+        raise OutputError(f"{shown(path)} holds results of {_classes_of(wnid)} and this run "
+                          f"classifies with {wanted}", hint=Hint.SAME_HEAD)
+
+
+def scan_results(stream: BinaryIO, path: Path, fmt: str, top_k: int,
+                 tag: str | None = None) -> Held:
     """Check every record an earlier run left in ``stream`` and find where the last
-    complete one ends; refuse a file that is not results, or holds another ``-k``."""
-    return held_by(RECORDS[fmt](Lines(stream, path), path, top_k),
-                   lambda record: _check_top_k(record, path, top_k))
+    complete one ends; refuse a file that is not results, or holds another ``-k``, or the
+    classes of another head than the one whose ``tag`` is given (``None``: no head)."""
+    def check(record: Record) -> None:
+        _check_classes(record, path, tag)
+        _check_top_k(record, path, top_k)
+
+    return held_by(RECORDS[fmt](Lines(stream, path), path, top_k), check)
 
 
-def open_results(path: Path, fmt: str, *, resume: bool, overwrite: bool, top_k: int
-                 ) -> LinesOutput:
+def open_results(path: Path, fmt: str, *, resume: bool, overwrite: bool, top_k: int,
+                 tag: str | None = None) -> LinesOutput:
     """``path`` opened and locked for this run, holding what an earlier run wrote when
     resuming. An empty file counts as missing; any other existing file needs ``resume``
-    or ``overwrite``; what is not a regular file is refused before anything is read."""
+    or ``overwrite``; what is not a regular file is refused before anything is read.
+    ``tag``: the run's head's (see ``scan_results``)."""
     file, held = open_append(path, resume=resume, overwrite=overwrite,
-                             scan=lambda stream: scan_results(stream, path, fmt, top_k))
+                             scan=lambda stream: scan_results(stream, path, fmt, top_k, tag))
     return LinesOutput(file, WRITERS[fmt], held)

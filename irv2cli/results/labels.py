@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -87,16 +88,19 @@ class Prediction:
     score: float
 
 
-def decode_top_k(probabilities, k: int = 5) -> list[Prediction]:
-    """The ``k`` most probable classes of one probability vector, best first."""
+def decode_top_k(probabilities, k: int = 5,
+                 classes: Sequence[ClassLabel] | None = None) -> list[Prediction]:
+    """The ``k`` most probable classes of one probability vector, best first; ``classes``
+    name them (default: ImageNet's)."""
     probabilities = np.asarray(probabilities)
     k = min(k, probabilities.shape[-1])
     best = np.argsort(-probabilities, kind="stable")[:k]
-    return ranked(best, probabilities[best])
+    return ranked(best, probabilities[best], classes)
 
 
-def ranked(indices, scores) -> list[Prediction]:
-    """Predictions for class ``indices`` with their ``scores``, best first as given."""
-    labels = imagenet_labels()
+def ranked(indices, scores, classes: Sequence[ClassLabel] | None = None) -> list[Prediction]:
+    """Predictions for class ``indices`` with their ``scores``, best first as given;
+    ``classes`` name them (default: ImageNet's; a head's own, see ``results.heads``)."""
+    labels = imagenet_labels() if classes is None else classes
     return [Prediction(rank, int(i), labels[i].wnid, labels[i].label, float(score))
             for rank, (i, score) in enumerate(zip(indices, scores, strict=True), start=1)]

@@ -116,6 +116,12 @@ li{display:grid;grid-template-columns:1fr 3.2em;column-gap:4px;font-size:12px}
 #failures table{border-collapse:collapse;background:#fff;width:100%}
 #failures td{border:1px solid #d8dce0;padding:4px 8px;vertical-align:top;
 overflow-wrap:anywhere}
+#sections{order:-1;padding:8px 20px;background:#fff;border-bottom:1px solid #d8dce0;
+overflow-x:auto}
+#sections table{border-collapse:collapse;margin:0 0 12px}
+#sections th,#sections td{border:1px solid #d8dce0;padding:3px 8px;text-align:right}
+#sections th{background:#f4f5f7}#sections td.hit{background:#dcebfb;font-weight:600}
+#sections .name{text-align:left}
 """
 
 
@@ -185,11 +191,12 @@ def _card(record: Record, note: str | None) -> str:
 
 
 def _summary(classified: int, failed: int, elapsed: float | None,
-             notes: Iterable[str]) -> str:
+             notes: Iterable[str], figures: dict[str, object] | None = None) -> str:
     done = classified + failed
-    figures = {"classified": classified, "failed": failed,
-               "elapsed": "not recorded" if elapsed is None else f"{elapsed:.1f} s",
-               "images/s": ("-" if not elapsed else f"{done / elapsed:.2f}")}
+    if figures is None:
+        figures = {"classified": classified, "failed": failed,
+                   "elapsed": "not recorded" if elapsed is None else f"{elapsed:.1f} s",
+                   "images/s": ("-" if not elapsed else f"{done / elapsed:.2f}")}
     items = "".join(f"<div><dt>{name}</dt><dd>{escaped(value)}</dd></div>"
                     for name, value in figures.items())
     paragraphs = "".join(f'<p class="note">{escaped(note)}</p>' for note in notes)
@@ -223,15 +230,19 @@ class HtmlReport:
         self._put(f'<tr class="failure"><td>{escaped(record.path)}</td>'
                   f"<td>{escaped(record.error)}</td></tr>\n", self._failures)
 
-    def finish(self, elapsed: float | None = None, notes: Iterable[str] = ()) -> None:
+    def finish(self, elapsed: float | None = None, notes: Iterable[str] = (),
+               figures: dict[str, object] | None = None, sections: str = "") -> None:
         """End the report: the failed files, the summary (``elapsed`` seconds, if known;
-        ``notes`` such as an interruption) and the filter script."""
+        ``notes`` such as an interruption; ``figures`` instead of the run's counts and
+        speed), then ``sections`` (HTML, its text escaped by the caller), shown between
+        the summary and the cards, and the filter script."""
         self._put(f'</main>\n<section id="failures"><h2>Failed files ({self.failed})</h2>'
                   "<table>\n")
         self._failures.seek(0)
         self._do(shutil.copyfileobj, self._failures, self.stream)
         self._put("</table></section>\n"
-                  + _summary(self.classified, self.failed, elapsed, notes)
+                  + _summary(self.classified, self.failed, elapsed, notes, figures)
+                  + (f'<div id="sections">{sections}</div>\n' if sections else "")
                   + f"<script>{SCRIPT}</script>\n</body></html>\n")
         self._do(self.stream.flush)
 

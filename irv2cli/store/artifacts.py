@@ -186,3 +186,15 @@ def started_marker(built: Path) -> Path:
     """The file a build child creates beside ``built`` once the weights are accepted and
     the build proper begins."""
     return built.with_name(f"{built.name}.started")
+
+
+OFFICIAL_FEATURES = f"official-{SPEC.top_weights.md5}"
+
+
+def network_key(weights: Path | None) -> str:
+    """What a head's features depend on among the network's weights: ``weights`` (``None``:
+    the official file) as ``weights_key`` names it, except that both official files (with
+    and without the top) give the same features, so they share one key."""
+    if weights is None or official_file(Path(weights)) is not None:
+        return OFFICIAL_FEATURES
+    return weights_key(Path(weights))
