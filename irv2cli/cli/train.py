@@ -24,7 +24,7 @@ MATRIX_COLUMNS = 12  # classes beyond which the terminal shows the most confused
 @click.command(epilog=examples(
     "irv2 train fruit/ -o ripeness.head",
     "irv2 train products/ -o products.head --report validation.html",
-    "irv2 predict new-photos/ --head products.head -o products.csv"))
+    "irv2 train products/ -o products.head --overwrite --precision int8"))
 @click.argument("data", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The head file to write (e.g. products.head).")
