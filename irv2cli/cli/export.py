@@ -12,7 +12,8 @@ from .options import examples, weights_option
 
 @click.command(epilog=examples(
     "irv2 export --format onnx -o irv2.onnx",
-    "irv2 export --format savedmodel --no-top --pooling avg -o features/"))
+    "irv2 export --format savedmodel --no-top --pooling avg -o features/",
+    "irv2 export --format onnx --head products.head -o products.onnx"))
 @click.option("--format", "fmt", required=True, type=click.Choice(EXPORT_FORMATS),
               help="onnx: one .onnx file; openvino: IR .xml + .bin (needs "
                    "pip install 'irv2cli[openvino]'); savedmodel: a TensorFlow SavedModel "
@@ -25,8 +26,11 @@ from .options import examples, weights_option
               help="The classifier (probabilities), or the feature extractor.")
 @click.option("--pooling", type=click.Choice(("avg", "max")),
               help="With --no-top: pool to 1536-d features. Default: the 8x8x1536 map.")
+@click.option("--head", type=click.Path(dir_okay=False, path_type=Path),
+              help="A head file (`irv2 train`) fused after the features: the output is the "
+                   "probabilities of its classes, which the contract names.")
 @click.option("--force", is_flag=True, help="Replace an existing output.")
-def export(fmt, output, weights, include_top, pooling, force):
+def export(fmt, output, weights, include_top, pooling, head, force):
     """Write the model for another runtime, with its preprocessing contract.
 
     Beside the artifact goes OUTPUT.preprocessing.json (preprocessing.json inside a
@@ -35,6 +39,8 @@ def export(fmt, output, weights, include_top, pooling, force):
     """
     if include_top and pooling is not None:
         raise click.UsageError("--pooling applies only without the top: add --no-top.")
+    if head is not None and not include_top:
+        raise click.UsageError("--head replaces the top with your classes: drop --no-top.")
     from ..export.formats import export_model
     from .render import download_progress, stderr_console
 
@@ -42,6 +48,6 @@ def export(fmt, output, weights, include_top, pooling, force):
     console.print(f"exporting to {fmt}...", style="dim")
     with download_progress(console, SPEC.weights(include_top).filename) as progress:
         paths = export_model(fmt, output, weights=weights, include_top=include_top,
-                             pooling=pooling, force=force, progress=progress)
+                             pooling=pooling, force=force, progress=progress, head=head)
     for path in paths:
         click.echo(str(path))

@@ -61,19 +61,32 @@ def contract_path(fmt: str, artifact: Path) -> Path:
 
 def export_model(fmt: str, output: str | os.PathLike, weights: str | os.PathLike | None = None,
                  include_top: bool = True, pooling: str | None = None, force: bool = False,
-                 progress: Progress | None = None) -> list[Path]:
+                 progress: Progress | None = None, head: str | os.PathLike | None = None
+                 ) -> list[Path]:
     """Write the network as ``fmt`` to ``output``, with its preprocessing contract beside it.
 
     ``weights``: a weights file (official .h5 layout or Keras 3 .weights.h5); default: the
     official weights for ``include_top``, downloaded into the cache if missing (``progress``
     is called while bytes arrive). ``pooling`` ("avg"/"max") applies only without the top.
     An existing output is refused unless ``force``. Returns the paths written.
+
+    ``head``: a head file (``irv2 train``), fused after the features (a dense layer and
+    its softmax: MatMul, Add, Softmax in ONNX), so the output is the probabilities of
+    its classes, which the contract names; the head must come from these weights.
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(
             f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
     if include_top and pooling is not None:
         raise ExportError("pooling applies only to the feature extractor (include_top=False).")
+    loaded_head = None
+    if head is not None:
+        from ..results.heads import load_head
+        from ..store.artifacts import network_key
+
+        loaded_head = load_head(head)
+        loaded_head.check_network(network_key(None if weights is None else Path(weights)),
+                                  head)
     artifacts = artifact_paths(fmt, output)
     contract = contract_path(fmt, artifacts[0])
     # A SavedModel's contract lives in its folder and moves with it.
@@ -87,8 +100,11 @@ def export_model(fmt: str, output: str | os.PathLike, weights: str | os.PathLike
     weight_file = SPEC.weights(include_top)
     weights_path = (ensure_weights(include_top, progress=progress) if weights is None
                     else Path(weights))
-    model = build_model(include_top=include_top, pooling=pooling)
-    load_weights(model, weights_path)
+    if loaded_head is not None:
+        model = _with_head(weights_path, loaded_head)
+    else:
+        model = build_model(include_top=include_top, pooling=pooling)
+        load_weights(model, weights_path)
     md5 = weight_file.md5 if weights is None else file_md5(weights_path)
 
     folder = artifacts[0].parent
@@ -110,6 +126,10 @@ def export_model(fmt: str, output: str | os.PathLike, weights: str | os.PathLike
             weights={"file": weights_path.name, "md5": md5, "official": md5 == weight_file.md5},
             files=[path.name for path in artifacts],
         )
+        if loaded_head is not None:
+            document["model"]["head"] = {"file": Path(head).name,
+                                         "identity": loaded_head.identity}
+            document["output"].update(_head_meaning(loaded_head))
         staged_contract = scratch / contract.relative_to(folder)
         staged_contract.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         for target in targets:
@@ -117,6 +137,27 @@ def export_model(fmt: str, output: str | os.PathLike, weights: str | os.PathLike
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return [*artifacts, contract]
+
+
+def _with_head(weights: Path, head):
+    """The network's features (``avg_pool``) with ``head`` after them: one output, the
+    softmax of a dense layer holding the head's weights."""
+    from ..network.heads import load_named_outputs
+    from ..network.quiet import keras
+    from ..spec import FEATURES
+
+    network = load_named_outputs(weights)
+    dense = keras.layers.Dense(len(head.classes), activation="softmax", name="head")
+    probabilities = dense(network.output[FEATURES])
+    dense.set_weights([head.weights.T, head.bias])
+    return keras.Model(network.input, probabilities, name="inception_resnet_v2_head")
+
+
+def _head_meaning(head) -> dict:
+    return {"kind": "probabilities",
+            "meaning": f"softmax probabilities over the head's {len(head.classes)} classes; "
+                       "index i is classes[i]",
+            "classes": list(head.classes)}
 
 
 def _check_targets(fmt: str, targets: list[Path], force: bool) -> None:

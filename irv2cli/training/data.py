@@ -103,10 +103,10 @@ def _classes(folder: Path, names: list[str]) -> tuple[str, ...]:
                 f"{shown(folder / name)}: a class folder's name is not valid UTF-8, and a "
                 "head stores class names as text; rename the folder.") from None
     if len(names) < 2:
-        found = f"one, {shown(names[0])}" if names else "none"
+        found = f"one class folder ({shown(names[0])})" if names else "no class folder"
         raise TrainingDataError(
-            f"{shown(folder)} holds {found} of the class folders a head needs: at least two "
-            "subfolders, one per class, each holding that class's images.")
+            f"{shown(folder)} holds {found}; a head needs at least two: one subfolder per "
+            "class, each holding that class's images.")
     return tuple(names)
 
 

@@ -187,8 +187,11 @@ def _features(examples: tuple[Example, ...], cache: FeatureCache, options: RunOp
     failed_paths = {record.path for record in failed}
     for path, key in keys.items():  # a copy of a file that failed, failed too
         if key not in by_key and path not in failed_paths:
-            failed.append(Record(path, error=f"{shown(path)}: its content is that of a "
-                                             "file that could not be read"))
+            copy = Record(path, error=f"{shown(path)}: its content is that of a file that "
+                                      "could not be read")
+            failed.append(copy)
+            if on_record is not None:
+                on_record(copy)
     return features, failed, len(todo) - sum(r.path in todo for r in failed), cached
 
 
