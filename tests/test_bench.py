@@ -12,6 +12,7 @@ from rich.console import Console
 
 from irv2cli.bench.harness import (
     DEFAULT_PREPROCESSING,
+    IRV2_HEAD,
     IRV2_INT8,
     IRV2_KERAS,
     IRV2_ON_RAY,
@@ -30,7 +31,8 @@ FOLDER, WEIGHTS, OUTPUT = Path("/data/small"), Path("/w/top.h5"), Path("/tmp/out
 
 
 def test_plan_lists_every_measurement_in_table_order_int8_beside_fp32():
-    assert plan([1, 8], [1]) == [(IRV2_ONNX, 1), (IRV2_INT8, 1), (IRV2_ONNX, 8), (IRV2_INT8, 8),
+    assert plan([1, 8], [1]) == [(IRV2_ONNX, 1), (IRV2_HEAD, 1), (IRV2_INT8, 1),
+                                 (IRV2_ONNX, 8), (IRV2_HEAD, 8), (IRV2_INT8, 8),
                                  (IRV2_KERAS, 8), (KERAS_LOOP, 1),
                                  *((p, 8) for p in DEFAULT_PREPROCESSING)]
     assert [p.images for p in DEFAULT_PREPROCESSING] == ["small", "photos"]
@@ -56,6 +58,9 @@ def test_irv2_pipelines_run_predict_on_their_backend():
     int8 = IRV2_INT8.command(FOLDER, WEIGHTS, 8, OUTPUT)
     assert int8[int8.index("--precision") + 1] == "int8"
     assert int8[int8.index("--backend") + 1] == "onnx" and "squash" in int8
+    head = IRV2_HEAD.command(FOLDER, WEIGHTS, 8, OUTPUT, Path("/tmp/bench.head"))
+    assert head[head.index("--head") + 1] == "/tmp/bench.head" and "squash" in head
+    assert "--head" not in IRV2_ONNX.command(FOLDER, WEIGHTS, 8, OUTPUT, Path("/h"))
 
 
 def test_the_baseline_calls_the_keras_loop_with_json_arguments():
@@ -94,11 +99,13 @@ def test_benchmark_rows_compare_top5_with_the_plain_keras_loop_and_int8_with_fp3
     text = rendered(benchmark_table([summary(IRV2_ONNX, same), summary(IRV2_INT8, other, 31.0),
                                      summary(KERAS_LOOP, same), summary(IRV2_KERAS, other),
                                      summary(DEFAULT_PREPROCESSING[1], other),
-                                     summary(IRV2_ON_RAY, same, 5.0)]))
+                                     summary(IRV2_ON_RAY, same, 5.0),
+                                     summary(IRV2_HEAD, other, 9.9)]))
     assert table_rows(text) == {"irv2 onnx": ("yes", "-"), "irv2 onnx int8": ("-", "3.1x"),
                                 "keras": ("yes", "-"), "irv2 keras": ("NO", "-"),
                                 "irv2 onnx, 12 MP photos": ("-", "-"),
-                                "irv2 onnx, --runner ray": ("yes", "-")}
+                                "irv2 onnx, --runner ray": ("yes", "-"),
+                                "irv2 onnx --head": ("-", "1.0x")}
 
 
 def test_cold_start_rows_show_the_speed_up_over_the_slowest():

@@ -56,6 +56,7 @@ class Pipeline:
     images: Images = "small"
     precision: str = "fp32"
     runner: str = "local"
+    head: bool = False  # with a head of HEAD_CLASSES classes (``predict --head``)
 
     @property
     def is_baseline(self) -> bool:
@@ -63,12 +64,14 @@ class Pipeline:
 
     @property
     def exact(self) -> bool:
-        """Whether its top-5 must be Keras's (int8 approximates)."""
-        return self.precision == "fp32"
+        """Whether its top-5 must be Keras's (int8 approximates; a head has its own
+        classes)."""
+        return self.precision == "fp32" and not self.head
 
-    def command(self, folder: Path, weights: Path, batch_size: int, output: Path
-                ) -> list[str]:
-        """The process that classifies ``folder`` into ``output`` (JSON lines)."""
+    def command(self, folder: Path, weights: Path, batch_size: int, output: Path,
+                head: Path | None = None) -> list[str]:
+        """The process that classifies ``folder`` into ``output`` (JSON lines); ``head``:
+        the head file of a pipeline with one."""
         if self.is_baseline:
             return python_call("irv2cli.bench.baselines", "keras_loop", folder, weights,
                                batch_size, output)
@@ -77,11 +80,14 @@ class Pipeline:
                 "--batch-size", str(batch_size),
                 *(KERAS_PREPROCESSING if self.keras_preprocessing else ()),
                 "--backend", self.backend, "--precision", self.precision,
+                *(("--head", str(head)) if self.head else ()),
                 "--runner", self.runner]
 
 
 IRV2_ONNX = Pipeline("irv2 onnx", "onnx")
 IRV2_INT8 = Pipeline("irv2 onnx int8", "onnx", precision="int8")
+IRV2_HEAD = Pipeline("irv2 onnx --head", "onnx", head=True)
+HEAD_CLASSES = 10
 IRV2_KERAS = Pipeline("irv2 keras", "keras")
 KERAS_LOOP = Pipeline("keras", None)
 # irv2's default preprocessing (centre crop, bicubic), where big JPEGs are decoded at a
@@ -98,11 +104,11 @@ IRV2_ON_RAY = Pipeline("irv2 onnx, --runner ray", "onnx", runner="ray")
 
 def plan(batch_sizes: list[int], keras_batch_sizes: list[int], ray: bool = False
          ) -> list[tuple[Pipeline, int]]:
-    """Every folder measurement, in the order of the table: irv2 onnx in fp32 then int8 at
-    each batch size, irv2 keras and irv2's own preprocessing at the largest, the Keras
+    """Every folder measurement, in the order of the table: irv2 onnx in fp32, with a head,
+    then int8 at each batch size, irv2 keras and irv2's own preprocessing at the largest, the Keras
     loop at its own, and with ``ray`` irv2 onnx on Ray at the largest."""
     batch = max(batch_sizes)
-    return ([(p, b) for b in batch_sizes for p in (IRV2_ONNX, IRV2_INT8)]
+    return ([(p, b) for b in batch_sizes for p in (IRV2_ONNX, IRV2_HEAD, IRV2_INT8)]
             + [(IRV2_KERAS, batch)]
             + [(KERAS_LOOP, b) for b in keras_batch_sizes]
             + [(pipeline, batch) for pipeline in DEFAULT_PREPROCESSING]
@@ -204,15 +210,15 @@ def _top5(output: Path) -> dict[str, list[int]]:
 
 
 def measure(pipeline: Pipeline, batch_size: int, small: Path, large: Path, weights: Path,
-            scratch: Path, env: dict[str, str]) -> Measurement:
+            scratch: Path, env: dict[str, str], head: Path | None = None) -> Measurement:
     """Run ``pipeline`` on both folders and derive marginal throughput."""
     out_small, out_large = scratch / "small.jsonl", scratch / "large.jsonl"
     for out in (out_small, out_large):
         out.unlink(missing_ok=True)
-    t_small, _, _ = _timed_run(pipeline.command(small, weights, batch_size, out_small),
+    t_small, _, _ = _timed_run(pipeline.command(small, weights, batch_size, out_small, head),
                                out_small, env)
-    t_large, first, rss = _timed_run(pipeline.command(large, weights, batch_size, out_large),
-                                     out_large, env)
+    t_large, first, rss = _timed_run(
+        pipeline.command(large, weights, batch_size, out_large, head), out_large, env)
     extra = len(list(large.iterdir())) - len(list(small.iterdir()))
     return Measurement(pipeline, batch_size, extra / (t_large - t_small), first, rss,
                        _top5(out_large))
@@ -224,11 +230,29 @@ def quantize_command(calibration: Path, weights: Path | None = None) -> list[str
             *(("--weights", str(weights)) if weights is not None else ())]
 
 
+def write_head(path: Path, network: str, classes: int = HEAD_CLASSES) -> Path:
+    """A head of ``classes`` classes (seeded random weights: its answers mean nothing, its
+    cost is a real head's) on the features of the weights keyed ``network``."""
+    import numpy as np
+
+    from ..results.heads import Head, head_metadata, save_head
+
+    rng = np.random.default_rng(0)
+    names = tuple(f"class {i}" for i in range(classes))
+    save_head(Head(rng.normal(0, 0.05, (classes, SPEC.feature_dim)).astype(np.float32),
+                   np.zeros(classes, np.float32), names,
+                   head_metadata(names, network, precision="fp32", preprocessing={},
+                                 training={})), path)
+    return path
+
+
 def cold_starts(weights: Path, image: Path, calibration: Path, env: dict[str, str],
                 runs: int) -> list[ColdStart]:
-    """``irv2 predict IMAGE`` in fp32 and int8 (official weights installed, runtime
-    artifacts built, int8 calibrated on ``calibration``) against the plain Keras recipe,
-    each ``runs`` times from process start."""
+    """``irv2 predict IMAGE`` in fp32, with a head and in int8 (official weights
+    installed, runtime artifacts built, int8 calibrated on ``calibration``) against the
+    plain Keras recipe, each ``runs`` times from process start."""
+    from ..store.artifacts import OFFICIAL_FEATURES
+
     installed = Path(env["IRV2_HOME"]) / "weights" / SPEC.top_weights.filename
     installed.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(weights, installed)
@@ -237,7 +261,9 @@ def cold_starts(weights: Path, image: Path, calibration: Path, env: dict[str, st
     for build in (irv2, quantize_command(calibration)):  # the artifacts
         subprocess.run(build, env=env, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
+    head = write_head(Path(env["IRV2_HOME"]) / "official.head", OFFICIAL_FEATURES)
     commands = {"irv2 predict (onnx)": irv2,
+                "irv2 predict --head (onnx)": [*irv2, "--head", str(head)],
                 "irv2 predict (onnx int8)": [*irv2, "--precision", "int8"],
                 "Keras recipe": recipe}
     timings: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
@@ -310,6 +336,9 @@ def run_benchmark(settings: BenchSettings, progress=print
         folders = {kind: (make_folder(scratch / f"{kind}-small", settings.small, files),
                           make_folder(scratch / f"{kind}-large", settings.large, files))
                    for kind, files in (("small", sources), ("photos", photos))}
+        from ..store.artifacts import network_key
+
+        head = write_head(scratch / "bench.head", network_key(weights))
         steps = plan(list(settings.batch_sizes), list(settings.keras_batch_sizes), settings.ray)
         measured: dict[tuple[Pipeline, int], list[Measurement]] = {step: [] for step in steps}
         for round_ in range(1, rounds + 1):
@@ -317,5 +346,6 @@ def run_benchmark(settings: BenchSettings, progress=print
                 progress(f"round {round_}/{rounds}: {pipeline.name} at batch {batch_size}...")
                 small_folder, large_folder = folders[pipeline.images]
                 measured[pipeline, batch_size].append(measure(
-                    pipeline, batch_size, small_folder, large_folder, weights, scratch, env))
+                    pipeline, batch_size, small_folder, large_folder, weights, scratch, env,
+                    head))
         return starts, [Summary.of(rounds_) for rounds_ in measured.values()]

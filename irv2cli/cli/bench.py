@@ -52,11 +52,12 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
           ray):
     """Measure folder classification against a plain Keras loop on this machine.
 
-    Prints the cold start of `irv2 predict IMAGE` (fp32 and int8) against the plain Keras
-    recipe, then images/s (marginal: a small and a large folder, so start-up cancels),
-    the time from process start to the first result, and peak RSS, for each pipeline and
-    batch size, int8 beside fp32. Uses generated weights and a temporary cache (the int8
-    runtime calibrated on the sample photos). Takes several minutes.
+    Prints the cold start of `irv2 predict IMAGE` (fp32, with a 10-class --head, and int8)
+    against the plain Keras recipe, then images/s (marginal: a small and a large folder,
+    so start-up cancels), the time from process start to the first result, and peak RSS,
+    for each pipeline and batch size, --head and int8 beside fp32. Uses generated weights
+    and a temporary cache (the int8 runtime calibrated on the sample photos). Takes
+    several minutes.
     """
     from rich.console import Console
 
@@ -77,7 +78,8 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
 def benchmark_table(results: list[Summary]) -> Table:
     """Folder measurements; top-5 agreement is against the first baseline row
     (plain Keras), for fp32 rows with Keras's preprocessing (irv2's default differs on
-    purpose, int8 approximates); int8 rows give their speed against fp32 at that batch."""
+    purpose, int8 approximates, a head has its own classes); int8 and --head rows give
+    their speed against fp32 at that batch."""
     from rich.table import Table
 
     reference = next((m.top5 for m in results if m.pipeline.is_baseline), None)
