@@ -23,10 +23,12 @@ from .errors import (
     DownloadError,
     EngineError,
     ExportError,
+    HeadError,
     Hint,
     ImageError,
     Irv2Error,
     OutputError,
+    TrainingDataError,
     WeightsError,
 )
 from .spec import FEATURES, PROBABILITIES, SPEC
@@ -55,16 +57,22 @@ _EXPORTS = {
     "export_model": "export.formats",
     "build_model": "network.model",
     "load_weights": "network.h5weights",
+    "train": "training.train",
+    "TrainOptions": "training.train",
+    "Trained": "training.train",
+    "Head": "results.heads",
+    "load_head": "results.heads",
 }
 __all__ = [
     "FEATURES", "PROBABILITIES", "SPEC", "CalibrationError", "Classifier", "ClusterError",
     "DecodeLimits", "DownloadError", "EngineError", "ExplainOptions", "Explained", "ExportError",
-    "Hint", "ImageError",
+    "Head", "HeadError", "Hint", "ImageError",
     "Irv2Error", "LocalRunner", "OutputError", "Prediction", "Preprocessing", "RayRunner",
     "Record",
-    "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "WeightsError",
+    "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "TrainOptions", "Trained",
+    "TrainingDataError", "WeightsError",
     "__version__", "build_model", "ensure_weights", "explain", "export_model", "install_from_file",
-    "load_engine", "load_weights", "quantize", "run",
+    "load_engine", "load_head", "load_weights", "quantize", "run", "train",
 ]
 
 if TYPE_CHECKING:
@@ -80,9 +88,11 @@ if TYPE_CHECKING:
     from .pipeline.local import LocalRunner
     from .pipeline.quantize import quantize
     from .pipeline.run import RunInterrupted, RunOptions, RunProgress, RunSummary, run
+    from .results.heads import Head, load_head
     from .results.labels import Prediction
     from .results.records import Record
     from .store.weights import ensure_weights, install_from_file
+    from .training.train import Trained, TrainOptions, train
 
 
 def __getattr__(name: str):

@@ -54,3 +54,17 @@ def split_folders(root: Path, train: int = 4, val: int = 2) -> Path:
         write_pictures(root / "train" / name, name, train)
         write_pictures(root / "val" / name, name, val, first=100)
     return root
+
+
+def random_head(path: Path, weights: Path | None, classes: tuple[str, ...]) -> Path:
+    """A head of ``classes`` on the features of ``weights`` (seeded random weights: for
+    tests whose subject is where a head goes, not what it learnt)."""
+    from irv2cli.results.heads import Head, head_metadata, save_head
+    from irv2cli.store.artifacts import network_key
+
+    rng = np.random.default_rng(0)
+    save_head(Head(rng.normal(0, 0.05, (len(classes), 1536)).astype(np.float32),
+                   np.zeros(len(classes), np.float32), tuple(classes),
+                   head_metadata(tuple(classes), network_key(weights), precision="fp32",
+                                 preprocessing={}, training={})), path)
+    return path

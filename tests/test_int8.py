@@ -9,6 +9,7 @@ real build, and two at once, are in ``test_int8_attacks.py``.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -111,6 +112,20 @@ def test_predict_int8_says_how_the_runtime_measured_in_its_summary(
     assert "int8 runtime calibrated on 8 images; a few hundred are recommended" in result.stderr
     assert "against fp32 on 8 other images: top-1 agreement" in result.stderr
     assert SLOW_CPU not in result.stderr
+
+
+def test_a_head_classifies_int8_features_into_its_classes(int8_ready, top_weights, samples,
+                                                          tmp_path, vnni_cpu):
+    from pictures import random_head
+
+    head = random_head(tmp_path / "h.head", top_weights, ("cat", "coffee", "rocket"))
+    result = predict(samples / "chelsea.jpg", "--weights", top_weights, "--precision", "int8",
+                     "--head", head, "--format", "jsonl", "-k", "2")
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    labels = [p["label"] for p in record["predictions"]]
+    assert len(labels) == 2 and set(labels) < {"cat", "coffee", "rocket"}
+    assert "int8 runtime calibrated on 8 images" in result.stderr
 
 
 def test_fp32_stays_the_default_and_says_nothing_of_int8(runtime_ready, top_weights, samples):

@@ -113,6 +113,20 @@ def test_a_local_ray_instance_gives_the_records_of_the_local_runner(uncurated, t
     assert "7 classified, 1 failed" in result.stderr
 
 
+def test_a_head_on_the_cluster_gives_the_records_of_the_local_runner(
+        mixed_folder, top_weights, cluster_env, tmp_path):
+    from pictures import random_head
+
+    head = random_head(tmp_path / "h.head", top_weights, ("cat", "coffee", "rocket"))
+    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    for output, runner in ((local, "local"), (on_ray, "ray")):
+        irv2("predict", mixed_folder, "--weights", top_weights, "--head", head, "-o", output,
+             "--runner", runner, env=cluster_env, check=False)
+    assert_same_predictions(jsonl_records(on_ray), jsonl_records(local))
+    labels = {p["label"] for r in jsonl_records(on_ray) for p in r["predictions"] or []}
+    assert labels == {"cat", "coffee", "rocket"}
+
+
 @pytest.fixture
 def cluster_env(ray_cluster, env) -> dict[str, str]:
     """The environment of an irv2 run on the session's cluster."""
