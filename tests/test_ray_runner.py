@@ -119,9 +119,10 @@ def test_a_head_on_the_cluster_gives_the_records_of_the_local_runner(
 
     head = random_head(tmp_path / "h.head", top_weights, ("cat", "coffee", "rocket"))
     local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
-    for output, runner in ((local, "local"), (on_ray, "ray")):
-        irv2("predict", mixed_folder, "--weights", top_weights, "--head", head, "-o", output,
-             "--runner", runner, env=cluster_env, check=False)
+    CliRunner().invoke(cli, ["predict", str(mixed_folder), "--weights", str(top_weights),
+                             "--head", str(head), "-o", str(local)], catch_exceptions=False)
+    irv2("predict", mixed_folder, "--weights", top_weights, "--head", head, "-o", on_ray,
+         "--runner", "ray", env=cluster_env)
     assert_same_predictions(jsonl_records(on_ray), jsonl_records(local))
     labels = {p["label"] for r in jsonl_records(on_ray) for p in r["predictions"] or []}
     assert labels == {"cat", "coffee", "rocket"}
@@ -211,7 +212,7 @@ def test_resume_of_a_shard_folder_adds_only_the_missing_images(uncurated, top_we
     first = irv2("predict", uncurated / "sub", "--weights", top_weights, "-o", shards,
                  "--runner", "ray", env=cluster_env)
     refused = irv2("predict", uncurated, "--weights", top_weights, "-o", shards,
-                   "--runner", "ray", env=cluster_env, check=False)
+                   "--runner", "ray", env=cluster_env)
     resumed = irv2("predict", uncurated, "--weights", top_weights, "-o", shards,
                    "--runner", "ray", "--resume", env=cluster_env)
 
