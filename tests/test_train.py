@@ -56,10 +56,12 @@ def test_train_then_predict_with_the_users_class_names(weights, tmp_path):
         assert name in trained.output  # the per-class table and the matrix
     assert load_head(head).classes == tuple(sorted(LOOKS))
 
-    results = tmp_path / "shapes.jsonl"
-    predicted = irv2("predict", data, "--head", head, "--weights", weights, "-o", results)
+    results, report = tmp_path / "shapes.jsonl", tmp_path / "shapes.html"
+    predicted = irv2("predict", data, "--head", head, "--weights", weights, "-o", results,
+                     "--report", report)
     assert predicted.exit_code == 1  # notes.txt is an input of predict, and fails there
     assert predicted.output.count("the head has 3 classes") == 1
+    assert report.read_text().count('<span class="label" title="head:') == 18 * 3
     records = [json.loads(line) for line in results.read_text().splitlines()]
     for record in records:
         if record["error"] is None:
@@ -368,6 +370,16 @@ def test_resume_needs_the_same_head(weights, trained_head, tmp_path):
                    "-o", plain, "--resume")
     assert "holds results of ImageNet's classes and this run classifies with the head" \
         in refused.output
+
+
+def test_the_table_of_a_head_names_its_classes(weights, trained_head, tmp_path):
+    result = irv2("predict", tmp_path / "data" / "red disc" / "000.png", "--head",
+                  trained_head, "--weights", weights, "-k", "2")
+    assert result.exit_code == 0, result.output
+    table = result.stdout.splitlines()
+    assert "head" in table[2] and "WordNet ID" not in result.stdout
+    rows = [line for line in table if line.startswith("│")]
+    assert sum(any(name in row for name in LOOKS) for row in rows) == 2
 
 
 def test_the_library_run_takes_a_head(weights, trained_head, tmp_path):

@@ -66,9 +66,19 @@ def file_checksum(path: Path) -> str:
 
 
 def weights_key(weights: Path) -> str:
-    """The pinned MD5 of an installed official file, else the file's xxh3_128."""
-    official = official_file(weights)
-    return official.md5 if official is not None else f"xxh3-{file_checksum(weights)}"
+    """The pinned MD5 of an installed official file, else the file's xxh3_128 (hashed
+    once per file and version of it in a process: a run with a head asks twice)."""
+    official = official_file(Path(weights))
+    if official is not None:
+        return official.md5
+    info = os.stat(weights)
+    return _content_key(os.path.realpath(weights), info.st_dev, info.st_ino, info.st_size,
+                        info.st_mtime_ns)
+
+
+@cache
+def _content_key(path: str, device: int, inode: int, size: int, modified: int) -> str:
+    return f"xxh3-{file_checksum(Path(path))}"
 
 
 def artifact_path(weights: Path) -> Path:
