@@ -22,12 +22,17 @@ def irv2(*args):
     return CliRunner().invoke(cli, [str(arg) for arg in args], catch_exceptions=False)
 
 
-@pytest.fixture
-def trained(weights, tmp_path) -> tuple[Path, Path]:
-    """(the data: train/ and val/ of 3 classes, 4 + 2 pictures each; the head on them)."""
-    data = split_folders(tmp_path / "data")
-    head = tmp_path / "shapes.head"
-    result = irv2("train", data, "-o", head, "--weights", weights)
+@pytest.fixture(scope="module")
+def trained(top_weights, built_runtime, session_homes, tmp_path_factory) -> tuple[Path, Path]:
+    """(the data: train/ and val/ of 3 classes, 4 + 2 pictures each; the head trained on
+    them once for the module, in the session's home for the weights, where their runtime
+    is built)."""
+    from conftest import irv2_home
+
+    data = split_folders(tmp_path_factory.mktemp("shapes") / "data")
+    head = data.parent / "shapes.head"
+    with irv2_home(session_homes(top_weights)):
+        result = irv2("train", data, "-o", head, "--weights", top_weights)
     assert result.exit_code == 0, result.output
     assert "validation (6 images): top-1 100.0%" in result.output
     return data, head
