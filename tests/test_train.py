@@ -245,6 +245,27 @@ def test_ctrl_c_while_embedding_keeps_what_was_cached(weights, tmp_path, cache):
     assert (again.embedded, again.cached) == (13, 5)
 
 
+def test_ctrl_c_while_embedding_says_what_the_cache_kept(weights, tmp_path, cache,
+                                                        monkeypatch):
+    from irv2cli.store.features import FeatureCache
+
+    data = class_folders(tmp_path / "data")
+    real, kept = FeatureCache.put, []
+
+    def interrupted_at_the_fifth(self, key, features):
+        if len(kept) == 4:
+            raise KeyboardInterrupt
+        real(self, key, features)
+        kept.append(key)
+
+    monkeypatch.setattr(FeatureCache, "put", interrupted_at_the_fifth)
+    result = irv2("train", data, "-o", tmp_path / "h.head", "--weights", weights)
+    assert result.exit_code == 130
+    assert ("Interrupted while embedding: the features of 4 more images were cached, so the "
+            "same command goes on from there. No head was written.") in result.output
+    assert len(feature_entries(cache)) == 4 and not (tmp_path / "h.head").exists()
+
+
 def test_ctrl_c_while_fitting_writes_no_head(weights, tmp_path, monkeypatch):
     from irv2cli.training import train as training
 

@@ -123,10 +123,10 @@ def run_training(data: Path, output: Path, options, runner, report: Path | None,
                         on_progress=display.advance if bar else None, on_stage=on_stage)
     except RunInterrupted as interrupt:
         display.stop()
-        done = interrupt.summary.classified
-        console.print(f"Interrupted while embedding: the features of {done} images were "
-                      "cached, so the same command goes on from there. No head was written.",
-                      style="yellow")
+        done = getattr(interrupt, "cached", interrupt.summary.classified)
+        console.print(f"Interrupted while embedding: the features of {done} more images "
+                      "were cached, so the same command goes on from there. No head was "
+                      "written.", style="yellow")
         return exit_status(interrupt.__cause__ or interrupt)
     except KeyboardInterrupt as interrupt:
         display.stop()

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import Hint, OutputError, TrainingDataError
 from ..pipeline.job import Notify, Runner, RunOptions
-from ..pipeline.run import RunProgress, run
+from ..pipeline.run import RunInterrupted, RunProgress, run
 from ..results.heads import Head, head_metadata, save_head
 from ..results.records import Record
 from ..results.writers import os_reason, shown
@@ -83,8 +83,9 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
     the module's description). ``runner``, ``notify``, ``on_record`` and
     ``on_progress`` are the embedding run's (see ``pipeline.run``); ``on_stage`` hears
     ``"embedding"``, ``"fitting"`` and ``"writing"`` as each starts. Ctrl-C while
-    embedding is ``RunInterrupted`` (what was embedded is cached); while fitting, a
-    ``KeyboardInterrupt``; either way no head is written."""
+    embedding is ``RunInterrupted`` (what was embedded is cached: its ``cached`` says how
+    many images' features); while fitting, a ``KeyboardInterrupt``; either way no head
+    is written."""
     if not 0 < options.val_split < 1:
         raise ValueError(f"val_split must be between 0 and 1, not {options.val_split}")
     output = Path(output)
@@ -181,8 +182,12 @@ def _features(examples: tuple[Example, ...], cache: FeatureCache, options: RunOp
             on_record(record)
 
     if todo:
-        run(list(todo), None, options, runner=runner, notify=notify, on_record=keep,
-            on_progress=on_progress)
+        try:
+            run(list(todo), None, options, runner=runner, notify=notify, on_record=keep,
+                on_progress=on_progress)
+        except RunInterrupted as interrupt:
+            interrupt.cached = len(by_key) - cached  # what this run added to the cache
+            raise
     features = {path: by_key[key] for path, key in keys.items() if key in by_key}
     failed_paths = {record.path for record in failed}
     for path, key in keys.items():  # a copy of a file that failed, failed too
