@@ -27,6 +27,7 @@ from .errors import (
     ImageError,
     Irv2Error,
     OutputError,
+    ServeError,
     WeightsError,
 )
 from .spec import FEATURES, PROBABILITIES, SPEC
@@ -62,7 +63,7 @@ __all__ = [
     "Hint", "ImageError",
     "Irv2Error", "LocalRunner", "OutputError", "Prediction", "Preprocessing", "RayRunner",
     "Record",
-    "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "WeightsError",
+    "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "ServeError", "WeightsError",
     "__version__", "build_model", "ensure_weights", "explain", "export_model", "install_from_file",
     "load_engine", "load_weights", "quantize", "run",
 ]
