@@ -118,8 +118,9 @@ class Service:
     @contextlib.contextmanager
     def admitted(self) -> Iterator[Callable[[int], None]]:
         """Admit a request, or refuse it (503) when the server is not ready or its queue is
-        full; yields ``take(n)``, which counts the request's ``n`` images in the queue (or
-        refuses them, when they do not fit) until the request is answered."""
+        full; yields ``take(n)``, which counts the request's ``n`` images (at most
+        ``max_queue``: ``read_uploads`` refuses more) in the queue until the request is
+        answered, or refuses them when they do not fit."""
         if self.state != "ready":
             raise RequestRefused(503, self.not_ready_reason(), {"Retry-After": RETRY_AFTER})
         if self.queued >= self.options.max_queue:
@@ -131,10 +132,6 @@ class Service:
 
         def take(count: int) -> None:
             nonlocal taken
-            if count > self.options.max_queue:
-                raise RequestRefused(413, f"{count} images in one request is more than the "
-                                          f"server's queue holds ({self.options.max_queue}); "
-                                          "send fewer per request")
             if self.queued + count > self.options.max_queue:
                 self.metrics.rejected.labels("queue_full").inc()
                 raise RequestRefused(503, "the server's queue has no room for "

@@ -4,7 +4,8 @@ within the server's limits on size and time.
 ``BodyLimits`` is ASGI middleware: a body announced (``Content-Length``) or found larger
 than ``max_body`` is a 413 before it is read in full, and a client that takes longer
 than ``client_timeout`` to send its request, or to take each write of its answer, is cut
-off; neither ever holds a decoder or the engine, which get only whole bodies.
+off; neither ever holds a decoder or the engine, which get only whole bodies. A client
+that goes away before its request is read is simply forgotten.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -90,6 +91,8 @@ class BodyLimits:
                                          f"{self.timeout:g} s")
         except TimeoutError:  # a write of the answer waited too long: the client is gone
             pass  # the answer is left incomplete, and the server closes the connection
+        except ClientDisconnect:  # gone before its request was read: nobody to answer
+            pass
 
     def _too_large(self) -> str:
         return (f"the request's body is larger than the server's limit of {self.max_body:,} "
