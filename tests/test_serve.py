@@ -376,17 +376,24 @@ class GatedEngine:
         return self.engine(batch)
 
 
+@pytest.fixture
+def gated_engine(monkeypatch) -> Iterator[GatedEngine]:
+    """The engine every app loads in this test: ``GatedEngine``, opened at the end."""
+    from irv2cli.serve import app
+
+    engine = GatedEngine()
+    monkeypatch.setattr(app, "load_engine", lambda *args, **kwargs: engine)
+    yield engine
+    engine.gate.set()
+
+
 @contextlib.contextmanager
-def in_process(options, engine, monkeypatch) -> Iterator[str]:
-    """The app under uvicorn on a thread of this process, its engine ``engine`` (loaded
-    once ``engine.gate`` is set); its URL."""
+def in_process(app) -> Iterator[str]:
+    """``app`` under uvicorn on a thread of this process; its URL."""
     import uvicorn
 
-    from irv2cli.serve import app as serve_app
-
-    monkeypatch.setattr(serve_app, "load_engine", lambda *a, **k: engine)
-    server = uvicorn.Server(uvicorn.Config(serve_app.create_app(options, lambda m: None),
-                                           host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -394,20 +401,26 @@ def in_process(options, engine, monkeypatch) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
-        engine.gate.set()
         server.should_exit = True
         thread.join(30)
 
 
-def test_ready_only_once_warm_and_a_full_queue_is_503_with_retry_after(monkeypatch, samples,
-                                                                        tmp_path):
-    from irv2cli.serve import ServeOptions
+def wait_ready(http: httpx.Client, path: str = "/health/ready") -> None:
+    deadline = time.monotonic() + 30
+    while http.get(path).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
-    engine = GatedEngine()
-    options = ServeOptions(weights=tmp_path / "never-read.h5", max_queue=2, max_batch=1,
-                           workers=1)
+
+def test_ready_only_once_warm_and_a_full_queue_is_503_with_retry_after(gated_engine, samples,
+                                                                        tmp_path):
+    from irv2cli.serve import ServeOptions, create_app
+
+    engine = gated_engine
+    app = create_app(ServeOptions(weights=tmp_path / "never-read.h5", max_queue=2, max_batch=1,
+                                  workers=1), lambda message: None)
     body = (samples / "chelsea.jpg").read_bytes()
-    with in_process(options, engine, monkeypatch) as url, httpx.Client(base_url=url) as http:
+    with in_process(app) as url, httpx.Client(base_url=url) as http:
         for _ in range(10):  # the warm-up inference waits for the gate
             assert http.get("/health/live").status_code == 200
             not_ready = http.get("/health/ready")
@@ -416,10 +429,7 @@ def test_ready_only_once_warm_and_a_full_queue_is_503_with_retry_after(monkeypat
             time.sleep(0.05)
         assert "still loading" in not_ready.json()["reason"]
         engine.gate.set()
-        deadline = time.monotonic() + 30
-        while http.get("/v2/health/ready").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_ready(http, "/v2/health/ready")
 
         engine.gate.clear()
         with ThreadPoolExecutor(2) as pool:
@@ -434,6 +444,32 @@ def test_ready_only_once_warm_and_a_full_queue_is_503_with_retry_after(monkeypat
         too_many = http.post("/v1/predict", files=[("a", ("a.jpg", body)) for _ in range(3)])
         assert too_many.status_code == 400
         assert too_many.json()["error"] == "Too many files. Maximum number of files is 2."
+
+
+def test_the_app_mounted_in_another_application_runs_with_its_lifespan(gated_engine, samples,
+                                                                        tmp_path):
+    """As docs/serve.md shows: Starlette runs no lifespan of a mounted app by itself."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from irv2cli.serve import ServeOptions, create_app
+
+    gated_engine.gate.set()
+    irv2 = create_app(ServeOptions(weights=tmp_path / "never-read.h5", workers=1),
+                      lambda message: None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with irv2.router.lifespan_context(irv2):
+            yield
+
+    outer = Starlette(routes=[Mount("/irv2", irv2)], lifespan=lifespan)
+    with in_process(outer) as url, httpx.Client(base_url=url) as http:
+        wait_ready(http, "/irv2/health/ready")
+        answer = http.post("/irv2/v1/predict?top_k=2",
+                           content=(samples / "chelsea.jpg").read_bytes())
+    assert answer.status_code == 200
+    assert len(answer.json()["records"][0]["predictions"]) == 2
 
 
 def test_sigterm_drains_requests_in_flight_then_exits_0(top_weights, built_runtime,
