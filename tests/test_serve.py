@@ -206,6 +206,15 @@ def test_answers_on_a_kept_alive_connection_go_out_at_once(server):
     assert statistics.median(took[1:]) < 0.03
 
 
+def test_the_benchmark_client_measures_answers_from_a_process_of_its_own(server, samples):
+    from irv2cli.bench.serving import drive
+
+    load = drive(server.url, [samples / "chelsea.jpg", samples / "coffee.jpg"], 2, 6,
+                 dict(os.environ))
+    assert load.statuses == {"200": 6} and len(load.latencies) == 6
+    assert 0 < load.median <= load.p99 and load.rate > 0
+
+
 # --- requests that cannot be answered -------------------------------------------------------
 
 @pytest.mark.parametrize(("request_", "status", "said"), [

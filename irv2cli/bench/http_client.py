@@ -20,12 +20,13 @@ def post_images(url: str, images: list[str], clients: int, requests: int,
                 seconds: float) -> None:
     """``requests`` posts of ``images`` (cycled) to ``url`` by ``clients`` concurrent
     clients, stopping early after ``seconds``; prints ``{"latencies": [...], "elapsed":
-    s, "statuses": {...}}`` (latencies of 200 answers, in seconds)."""
+    s, "statuses": {...}}`` (latencies of 200 answers, in seconds; a request that found
+    no server counts under its error's name)."""
     host_port, path = url.removeprefix("http://").split("/", 1)
     host, port = host_port.rsplit(":", 1)
     bodies = [Path(image).read_bytes() for image in images]
     latencies: list[float] = []
-    statuses: Counter[int] = Counter()
+    statuses: Counter[str] = Counter()
     lock = threading.Lock()
     sent = iter(range(requests))
     deadline = time.monotonic() + seconds
@@ -37,14 +38,19 @@ def post_images(url: str, images: list[str], clients: int, requests: int,
                 if time.monotonic() > deadline:
                     return
                 started = time.perf_counter()
-                connection.request("POST", f"/{path}", bodies[n % len(bodies)],
-                                   {"Content-Type": "image/jpeg"})
-                response = connection.getresponse()
-                response.read()
+                try:
+                    connection.request("POST", f"/{path}", bodies[n % len(bodies)],
+                                       {"Content-Type": "image/jpeg"})
+                    response = connection.getresponse()
+                    response.read()
+                    status = str(response.status)
+                except (OSError, http.client.HTTPException) as exc:
+                    status = type(exc).__name__  # counted; the next request reconnects
+                    connection.close()
                 took = time.perf_counter() - started
                 with lock:
-                    statuses[response.status] += 1
-                    if response.status == 200:
+                    statuses[status] += 1
+                    if status == "200":
                         latencies.append(took)
         finally:
             connection.close()
