@@ -237,6 +237,18 @@ def test_a_request_that_cannot_be_answered_is_one_json_error(client, samples, re
     still_serves(client, samples)
 
 
+@pytest.mark.parametrize("content_type", [None, "application/json", "text/plain; charset=x",
+                                          "image/png"])
+def test_an_image_is_read_whatever_its_content_type_says(server, samples, content_type):
+    body = (samples / "chelsea.jpg").read_bytes()
+    typed = "" if content_type is None else f"Content-Type: {content_type}\r\n"
+    answer = _raw_request(server, (f"POST /v1/predict?top_k=1 HTTP/1.1\r\nHost: x\r\n{typed}"
+                                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                                   ).encode(), body)  # raw: httpx would name a type itself
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["records"][0]["predictions"]
+
+
 def test_some_broken_parts_are_error_records_beside_the_good_ones(client, samples):
     answer = client.post("/v1/predict", files=[
         ("a", ("good.jpg", (samples / "chelsea.jpg").read_bytes(), "image/jpeg")),
