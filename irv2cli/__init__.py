@@ -28,6 +28,7 @@ from .errors import (
     ImageError,
     Irv2Error,
     OutputError,
+    ServeError,
     TrainingDataError,
     WeightsError,
 )
@@ -69,8 +70,8 @@ __all__ = [
     "Head", "HeadError", "Hint", "ImageError",
     "Irv2Error", "LocalRunner", "OutputError", "Prediction", "Preprocessing", "RayRunner",
     "Record",
-    "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "TrainOptions", "Trained",
-    "TrainingDataError", "WeightsError",
+    "RunInterrupted", "RunOptions", "RunProgress", "RunSummary", "ServeError", "TrainOptions",
+    "Trained", "TrainingDataError", "WeightsError",
     "__version__", "build_model", "ensure_weights", "explain", "export_model", "install_from_file",
     "load_engine", "load_head", "load_weights", "quantize", "run", "train",
 ]

@@ -24,6 +24,7 @@ class Hint(Enum):
     FEATURES_ONLY = ("classify with the full weights, or ask these for their features "
                      "(outputs=(FEATURES,))")
     INSTALL_RAY = "install it with: pip install 'irv2cli[ray]'"
+    INSTALL_SERVE = "install it with: pip install 'irv2cli[serve]'"
     RAY_ADDRESS = ("check the address (RayRunner(address=...), or RAY_ADDRESS) and that the "
                    "cluster is up (`ray status` on its head node)")
     RAY_NODES = ("install this machine's irv2cli[ray] on every node of the cluster, and "
@@ -89,6 +90,11 @@ class EngineError(Irv2Error):
 
 class ClusterError(Irv2Error):
     """Ray is missing, the cluster cannot be reached, or it failed the run."""
+
+
+class ServeError(Irv2Error):
+    """The server could not start: its address cannot be had, or its libraries are
+    missing."""
 
 
 class HeadError(Irv2Error):

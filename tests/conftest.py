@@ -31,7 +31,6 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-HOSTILE_DIR = Path(__file__).resolve().parent / "hostile"  # the misbehaving test decoder
 
 # A test that uses one of these, itself or through another fixture, builds a Keras model
 # (the generated weights come from one), an engine or the runtime artifact: it is slow.
@@ -240,6 +239,7 @@ def ray_cluster(built_runtime, notop_runtime, tmp_path_factory) -> Iterator[str]
     (tests/hostile), and whose workers hold the fake S3 credentials: the head's address."""
     from ray_cluster import ray_environment, two_node_cluster
     from s3_server import FAKE_CREDENTIALS
+    from support import hostile_pythonpath
 
     home = tmp_path_factory.mktemp("cluster") / "irv2"
     (home / "runtime").mkdir(parents=True)
@@ -247,9 +247,7 @@ def ray_cluster(built_runtime, notop_runtime, tmp_path_factory) -> Iterator[str]
         if not artifact.name.endswith(".lock"):  # artifacts are never changed in place
             os.link(artifact, home / "runtime" / artifact.name)
 
-    python_path = os.pathsep.join(filter(None, [str(HOSTILE_DIR),
-                                                os.environ.get("PYTHONPATH")]))
-    env = ray_environment(IRV2_HOME=str(home), PYTHONPATH=python_path,
+    env = ray_environment(IRV2_HOME=str(home), PYTHONPATH=hostile_pythonpath(),
                           AWS_CONFIG_FILE="/nonexistent",
                           AWS_SHARED_CREDENTIALS_FILE="/nonexistent", **FAKE_CREDENTIALS)
     with two_node_cluster(env) as address:

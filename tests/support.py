@@ -15,9 +15,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from PIL import Image
 
 from irv2cli.cli.main import cli
 from irv2cli.engines.builds import BUILD_CHILD
+from irv2cli.inputs.images import register_heif
+
+HOSTILE_DIR = Path(__file__).resolve().parent / "hostile"  # the misbehaving test decoder
+sys.path.insert(0, str(HOSTILE_DIR))
+import hostile_images  # noqa: E402
 
 
 def predict(*args) -> Result:
@@ -142,3 +148,40 @@ def replace_with_folder(path: Path) -> None:
     path.unlink()
     path.mkdir()
     (path / "inside.txt").write_text("not an artifact")
+
+
+def hostile_pythonpath() -> str:
+    """A PYTHONPATH on which the processes started meanwhile (decoding workers included)
+    load the misbehaving Pillow plugin (through its ``sitecustomize``)."""
+    return os.pathsep.join([str(HOSTILE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def hostile_folder(root: Path, samples: Path) -> Path:
+    """Good photos around one file of every misbehaviour, plus hostile files of real formats."""
+    root.mkdir()
+    shutil.copy(samples / "chelsea.jpg", root / "a_good.jpg")
+    for behaviour in hostile_images.BEHAVIOURS:
+        hostile_images.write(root / f"b_{behaviour}.img", behaviour)
+    Image.new("L", (1, 2_000_000), 128).save(root / "c_needle.png")  # 1:2,000,000
+    lying_png(root / "d_lies_about_size.png", 4000, 4000)
+    lying_png(root / "e_over_limit.png", 100_000, 100_000)
+    (root / "f_truncated.jpg").write_bytes((samples / "rocket.jpg").read_bytes()[:3000])
+    (root / "g_empty.jpg").write_bytes(b"")
+    shutil.copy(samples / "coffee.jpg", root / "h_good.jpg")
+    register_heif()
+    Image.open(samples / "rocket.jpg").save(root / "i_iphone.heic")  # HEIC via pillow-heif
+    return root
+
+
+def lying_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` but that holds a 4x4 image."""
+    small = path.with_suffix(".tmp.png")
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(small)
+    data = bytearray(small.read_bytes())
+    small.unlink()
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    import zlib
+
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # a valid IHDR checksum
+    path.write_bytes(bytes(data))
+    return path

@@ -132,3 +132,18 @@ def test_a_folder_without_photos_is_one_line_before_anything_runs(tmp_path):
     result = CliRunner().invoke(cli, ["bench", "--images", str(tmp_path)])
     assert result.exit_code == 1
     assert f"{tmp_path} holds no JPEG photos" in result.output
+
+
+def test_serve_rows_compare_one_client_with_the_engine_and_eight_with_predict():
+    from irv2cli.bench.serving import Load, ServeMeasurement, Soak
+    from irv2cli.cli.bench import serve_table, soak_table
+
+    one = Load([0.050, 0.052, 0.060], 0.162, {"200": 3})
+    eight = Load([0.2] * 98 + [0.5, 0.6], 10.0, {"200": 100})
+    text = rendered(serve_table([ServeMeasurement("int8", 0.040, one, eight, 11.0)]))
+    row = next(line for line in text.splitlines() if line.startswith("│ int8"))
+    assert [cell.strip() for cell in row.split("│")[1:-1]] == [
+        "int8", "40.0", "52.0 / 60.0", "+12.0", "200 / 500", "10.00", "11.00", "0.91x", "2.50"]
+
+    soak = rendered(soak_table(Soak("int8", eight, 300.0, 310.4, 40, 40)))
+    assert "+10" in soak and "+0" in soak and "100 requests" in soak

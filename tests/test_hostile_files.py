@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,55 +19,20 @@ import click
 import numpy as np
 import pytest
 from PIL import Image
+from support import hostile_folder, hostile_images, hostile_pythonpath
 
 from irv2cli.cli.options import ByteSize
 from irv2cli.inputs.decoding import Decoded, DecodeLimits, DecodePool
-from irv2cli.inputs.images import Preprocessing, register_heif
+from irv2cli.inputs.images import Preprocessing
 from irv2cli.inputs.paths import iter_image_paths
 
-sys.path.insert(0, str(Path(__file__).parent / "hostile"))
-import hostile_images
-
-HOSTILE_DIR = Path(hostile_images.__file__).parent
 LIMITS = DecodeLimits(memory=256 << 20, timeout=2.0)
 
 
 @pytest.fixture(autouse=True)
 def hostile_decoders(monkeypatch):
     """Worker processes started by these tests load the misbehaving Pillow plugin."""
-    paths = [str(HOSTILE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
-
-
-def hostile_folder(root: Path, samples: Path) -> Path:
-    """Good photos around one file of every misbehaviour, plus hostile files of real formats."""
-    root.mkdir()
-    shutil.copy(samples / "chelsea.jpg", root / "a_good.jpg")
-    for behaviour in hostile_images.BEHAVIOURS:
-        hostile_images.write(root / f"b_{behaviour}.img", behaviour)
-    Image.new("L", (1, 2_000_000), 128).save(root / "c_needle.png")  # 1:2,000,000
-    lying_png(root / "d_lies_about_size.png", 4000, 4000)
-    lying_png(root / "e_over_limit.png", 100_000, 100_000)
-    (root / "f_truncated.jpg").write_bytes((samples / "rocket.jpg").read_bytes()[:3000])
-    (root / "g_empty.jpg").write_bytes(b"")
-    shutil.copy(samples / "coffee.jpg", root / "h_good.jpg")
-    register_heif()
-    Image.open(samples / "rocket.jpg").save(root / "i_iphone.heic")  # HEIC via pillow-heif
-    return root
-
-
-def lying_png(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header claims ``width`` x ``height`` but that holds a 4x4 image."""
-    small = path.with_suffix(".tmp.png")
-    Image.new("RGB", (4, 4), (10, 20, 30)).save(small)
-    data = bytearray(small.read_bytes())
-    small.unlink()
-    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
-    import zlib
-
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # a valid IHDR checksum
-    path.write_bytes(bytes(data))
-    return path
+    monkeypatch.setenv("PYTHONPATH", hostile_pythonpath())
 
 
 EXPECTED_ERRORS = {

@@ -141,12 +141,13 @@ def test_official_weights_are_downloaded_on_first_use(top_weights, samples, monk
     assert json.loads(result.stdout)[0]["predictions"]
 
 
-HEAVY = ("tensorflow", "keras", "numpy", "PIL", "onnx", "onnxruntime", "openvino")
+HEAVY = ("tensorflow", "keras", "numpy", "PIL", "onnx", "onnxruntime", "openvino", "uvicorn",
+         "starlette", "prometheus_client")
 
 
 @pytest.mark.slow  # starts a process per command
 @pytest.mark.parametrize("command", [[], ["predict"], ["download-weights"], ["export"],
-                                     ["bench"]])
+                                     ["bench"], ["serve"]])
 def test_help_imports_nothing_heavy(command):
     code = ("import sys; from click.testing import CliRunner; from irv2cli.cli.main import cli; "
             f"r = CliRunner().invoke(cli, {[*command, '--help']!r}); "

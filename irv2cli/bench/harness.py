@@ -290,6 +290,31 @@ def photo_sources(folder: Path) -> list[Path]:
     return photos
 
 
+def scratch_env(scratch: Path) -> dict[str, str]:
+    """The environment of every measured process: its cache in ``scratch``."""
+    return {**os.environ, "IRV2_HOME": str(scratch / "home"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def generated_weights(scratch: Path, env: dict[str, str], progress) -> Path:
+    """Seeded random weights in the official layout, written in ``scratch``."""
+    progress("generating random weights...")
+    weights = scratch / "weights.h5"
+    subprocess.run(python_call("irv2cli.network.synthetic", "write_random_weights", weights),
+                   env=env, check=True, stderr=subprocess.DEVNULL)
+    return weights
+
+
+def build_runtimes(weights: Path, image: Path, calibration: Path, env: dict[str, str],
+                   progress) -> None:
+    """Build the fp32 and int8 runtimes of ``weights`` (int8 calibrated on
+    ``calibration``) in ``env``'s cache, so no measurement pays for a build."""
+    progress("building the runtime artifacts (fp32, int8) for these weights...")
+    subprocess.run([sys.executable, "-m", "irv2cli", "predict", str(image), "--weights",
+                    str(weights), "--quiet"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(quantize_command(calibration, weights), env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """What ``irv2 bench`` measures: on the JPEG photos of ``images`` (default: the sample
@@ -312,26 +337,16 @@ def run_benchmark(settings: BenchSettings, progress=print
                   ) -> tuple[list[ColdStart], list[Summary]]:
     """Every measurement, in the order of the tables. This process never imports
     TensorFlow, so its own memory does not leak into the children's peak RSS."""
-    weights, rounds = settings.weights, settings.rounds
+    rounds = settings.rounds
     sources = photo_sources(settings.images or sample_photos())
     with tempfile.TemporaryDirectory(prefix="irv2-bench-") as tmp:
         scratch = Path(tmp)
-        env = {**os.environ, "IRV2_HOME": str(scratch / "home"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        if weights is None:
-            progress("generating random weights...")
-            weights = scratch / "weights.h5"
-            subprocess.run(python_call("irv2cli.network.synthetic", "write_random_weights",
-                                       weights), env=env, check=True,
-                           stderr=subprocess.DEVNULL)
+        env = scratch_env(scratch)
+        weights = settings.weights or generated_weights(scratch, env, progress)
         calibration = make_folder(scratch / "calibration", len(sources), sources)
         progress("measuring cold starts...")
         starts = cold_starts(weights, sources[0], calibration, env, settings.cold_runs)
-        progress("building the runtime artifacts (fp32, int8) for these weights...")
-        subprocess.run([sys.executable, "-m", "irv2cli", "predict", str(sources[0]),
-                        "--weights", str(weights), "--quiet"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run(quantize_command(calibration, weights), env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        build_runtimes(weights, sources[0], calibration, env, progress)
         photos = make_phone_photos(scratch / "photo-sources", sources)
         folders = {kind: (make_folder(scratch / f"{kind}-small", settings.small, files),
                           make_folder(scratch / f"{kind}-large", settings.large, files))

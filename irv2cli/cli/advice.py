@@ -17,6 +17,7 @@ FLAG_ADVICE = {
     Hint.FEATURES_ONLY: ("classify with the full weights (the default), or run `irv2 embed` "
                          "for their features"),
     Hint.INSTALL_RAY: "install it with `pip install 'irv2cli[ray]'`",
+    Hint.INSTALL_SERVE: "install it with `pip install 'irv2cli[serve]'`",
     Hint.RAY_ADDRESS: ("check --ray-address (or RAY_ADDRESS) and that the cluster is up "
                        "(`ray status` on its head node)"),
     Hint.RAY_NODES: ("install this machine's irv2cli "

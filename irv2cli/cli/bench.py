@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from ..bench.harness import ColdStart, Summary
+    from ..bench.serving import ServeMeasurement, Soak
 
 
 def int_list(ctx, param, value: str) -> list[int]:
@@ -27,7 +28,8 @@ def int_list(ctx, param, value: str) -> list[int]:
 
 @click.command(epilog=examples(
     "irv2 bench",
-    "irv2 bench --images my-photos/ --rounds 3"))
+    "irv2 bench --images my-photos/ --rounds 3",
+    "irv2 bench --serve --soak 0"))
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A folder of JPEG photos to cycle through. Default: the sample photos "
                    "installed with irv2cli.")
@@ -48,8 +50,15 @@ def int_list(ctx, param, value: str) -> list[int]:
 @click.option("--ray", is_flag=True,
               help="Also measure --runner ray, on a Ray instance each run starts here "
                    "(needs the ray extra).")
+@click.option("--serve", is_flag=True,
+              help="Measure `irv2 serve` instead: latency of one client and throughput of 8 "
+                   "against the engine and `irv2 predict DIR` (needs the serve extra).")
+@click.option("--requests", type=click.IntRange(1), default=400, show_default=True,
+              help="With --serve: requests of the 8 clients, per precision.")
+@click.option("--soak", type=click.IntRange(0), default=10_000, show_default=True,
+              help="With --serve: requests of the memory and descriptor soak (0: none).")
 def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_runs, rounds,
-          ray):
+          ray, serve, requests, soak):
     """Measure folder classification against a plain Keras loop on this machine.
 
     Prints the cold start of `irv2 predict IMAGE` (fp32, with a 10-class --head, and int8)
@@ -67,6 +76,16 @@ def bench(images, weights, small, large, batch_sizes, keras_batch_sizes, cold_ru
     if large <= small:
         raise click.BadParameter("must be larger than --small", param_hint="--large")
     console = stderr_console()
+    if serve:
+        from ..bench.serving import ServeBenchSettings, run_serve_benchmark
+
+        measured, soaked = run_serve_benchmark(
+            ServeBenchSettings(images, weights, concurrent=requests, soak=soak),
+            progress=lambda message: console.print(message, style="dim"))
+        Console().print(serve_table(measured))
+        if soaked is not None:
+            Console().print(soak_table(soaked))
+        return
     settings = BenchSettings(images, weights, small, large, tuple(batch_sizes),
                              tuple(keras_batch_sizes), cold_runs, rounds, ray)
     starts, results = run_benchmark(
@@ -112,4 +131,41 @@ def cold_start_table(results: list[ColdStart]) -> Table:
     for r in results:
         table.add_row(r.command, f"{r.median_s:.2f}", " ".join(f"{t:.2f}" for t in r.runs),
                       f"{r.peak_rss_mb:.0f}", f"{slowest / r.median_s:.1f}x")
+    return table
+
+
+def serve_table(results: list[ServeMeasurement]) -> Table:
+    """The server against the engine (one client's median latency over its batch-1 time)
+    and against ``irv2 predict DIR`` (8 clients' rate over its marginal rate at batch 8)."""
+    from rich.table import Table
+
+    table = Table(title="irv2 serve on 127.0.0.1 (latency median / p99 in ms)")
+    for column in ("precision", "engine batch 1", "1 client", "over engine", "8 clients",
+                   "img/s", "predict DIR img/s", "vs predict", "p99 / median"):
+        table.add_column(column, justify="left" if column == "precision" else "right")
+    for m in results:
+        one, eight = m.single, m.concurrent
+        table.add_row(
+            m.precision, f"{m.engine_batch1_s * 1000:.1f}",
+            f"{one.median * 1000:.1f} / {one.p99 * 1000:.1f}",
+            f"+{(one.median - m.engine_batch1_s) * 1000:.1f}",
+            f"{eight.median * 1000:.0f} / {eight.p99 * 1000:.0f}", f"{eight.rate:.2f}",
+            f"{m.predict_rate:.2f}", f"{eight.rate / m.predict_rate:.2f}x",
+            f"{eight.p99 / eight.median:.2f}")
+    return table
+
+
+def soak_table(soak: Soak) -> Table:
+    """The server's footprint before and after the soak."""
+    from rich.table import Table
+
+    answered = sum(soak.load.statuses.values())
+    table = Table(title=f"soak: {answered:,} requests of 8 clients ({soak.precision}), "
+                        f"statuses {soak.load.statuses}")
+    for column in ("", "before", "after", "growth"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row("resident memory (MB)", f"{soak.rss_before_mb:.0f}",
+                  f"{soak.rss_after_mb:.0f}", f"{soak.rss_after_mb - soak.rss_before_mb:+.0f}")
+    table.add_row("open file descriptors", str(soak.fds_before), str(soak.fds_after),
+                  f"{soak.fds_after - soak.fds_before:+d}")
     return table

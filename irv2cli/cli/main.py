@@ -28,6 +28,7 @@ COMMANDS = {
     "bench": "bench:bench",
     "summary": "summary:summary",
     "report": "report:report",
+    "serve": "serve:serve",
     "train": "train:train",
 }
 

@@ -90,6 +90,21 @@ def decode_options(what: str, refused: str):
     )
 
 
+engine_options = bundle(
+    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                 envvar="IRV2_BACKEND",
+                 help="onnx: ONNX Runtime on an artifact built once per weights file and "
+                      "cached (no TensorFlow at run time); keras: the reference Keras model; "
+                      "auto: onnx. Env: IRV2_BACKEND."),
+    click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+                 show_default=True, envvar="IRV2_PRECISION",
+                 help="fp32: the network as trained (exact); int8: the onnx backend on the "
+                      "int8 runtime that `irv2 quantize` builds from your own photos, "
+                      "about 3x faster on CPUs with VNNI or AMX. Env: IRV2_PRECISION."),
+    weights_option,
+)
+"""--backend, --precision and --weights: the engine a command runs."""
+
 runner_options = bundle(
     click.option("--runner", type=click.Choice(RUNNERS), envvar="IRV2_RUNNER",
                  show_default="local",
@@ -130,17 +145,7 @@ run_options = bundle(
     click.option("-v", "--verbose", is_flag=True,
                  help="Also print what image decoders warned about (corrupt metadata, short "
                       "reads) for files that were still processed."),
-    click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-                 envvar="IRV2_BACKEND",
-                 help="onnx: ONNX Runtime on an artifact built once per weights file and "
-                      "cached (no TensorFlow at run time); keras: the reference Keras model; "
-                      "auto: onnx. Env: IRV2_BACKEND."),
-    click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
-                 show_default=True, envvar="IRV2_PRECISION",
-                 help="fp32: the network as trained (exact); int8: the onnx backend on the "
-                      "int8 runtime that `irv2 quantize` builds from your own photos, "
-                      "about 3x faster on CPUs with VNNI or AMX. Env: IRV2_PRECISION."),
-    weights_option,
+    engine_options,
     preprocessing_options,
     runner_options,
 )

@@ -117,19 +117,20 @@ class DecodePool:
                 pool.schedule(_ready)
         return pool
 
-    def submit(self, path: str, preprocessing: Preprocessing) -> Future[Outcome]:
-        """A future outcome for ``path``: ``Decoded``, or the reason it could not be."""
+    def submit(self, path: str, preprocessing: Preprocessing, data: bytes | None = None
+               ) -> Future[Outcome]:
+        """A future outcome for ``path``: ``Decoded``, or the reason it could not be. With
+        ``data``, the image is those bytes (an upload), which ``path`` names."""
         outcome: Future[Outcome] = Future()
-        self._decode(outcome, path, preprocessing, again=True)
+        self._decode(outcome, (path, preprocessing, data), again=True)
         return outcome
 
-    def _decode(self, outcome: Future[Outcome], path: str, preprocessing: Preprocessing,
-                again: bool) -> None:
-        """Decode ``path`` into ``outcome``; ``again``: once more on a new pool if pebble
-        gives its pool up before the file reached a worker (a worker died between files
-        just before it was submitted), on a thread of its own (not pebble's)."""
-        task = None if outcome.cancelled() else self._schedule(_decode_file,
-                                                                (path, preprocessing))
+    def _decode(self, outcome: Future[Outcome], item: tuple, again: bool) -> None:
+        """Decode ``item`` (``_decode_file``'s arguments) into ``outcome``; ``again``: once
+        more on a new pool if pebble gives its pool up before the file reached a worker (a
+        worker died between files just before it was submitted), on a thread of its own
+        (not pebble's)."""
+        task = None if outcome.cancelled() else self._schedule(_decode_file, item)
         if task is None:  # given up on, or the pool is closed
             outcome.cancel()
             return
@@ -137,10 +138,10 @@ class DecodePool:
         def done(task: Future) -> None:
             if again and not task.cancelled() and isinstance(task.exception(),
                                                              BrokenProcessPool):
-                threading.Thread(target=self._decode, args=(outcome, path, preprocessing,
-                                                            False), daemon=True).start()
+                threading.Thread(target=self._decode, args=(outcome, item, False),
+                                 daemon=True).start()
             else:
-                _settle(outcome, task, path, self.limits)
+                _settle(outcome, task, item[0], self.limits)
 
         task.add_done_callback(done)
 
@@ -378,16 +379,18 @@ def _ready() -> None:
     """A no-op task, scheduled only to make the pool start its workers at once."""
 
 
-def _decode_file(path: str, preprocessing: Preprocessing) -> _RawPixels | str:
-    """Decode one file in this worker; every failure becomes that file's reason."""
+def _decode_file(path: str, preprocessing: Preprocessing, data: bytes | None = None
+                 ) -> _RawPixels | str:
+    """Decode one file (or the image ``data`` it names) in this worker; every failure
+    becomes that file's reason."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = preprocessing.max_pixels  # Pillow's own bomb guard stays on
-    if not _uris_opened and is_uri(path):
+    if data is None and not _uris_opened and is_uri(path):
         _open_uris(path)
     with _captured_warnings() as caught:
         try:
-            image = prepare(path, preprocessing)
+            image = prepare(path, preprocessing, data)
         except ImageError as exc:
             return str(exc)
         except MemoryError:

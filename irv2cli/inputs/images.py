@@ -138,17 +138,18 @@ def _readable(name: str | Path) -> Path | io.BytesIO:
 
 
 def open_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-             draft: Preprocessing | None = None) -> Image.Image:
+             draft: Preprocessing | None = None, data: bytes | None = None) -> Image.Image:
     """Open ``path``'s first frame, upright and in RGB, or raise ``ImageError``. ``path``
-    may be a URI (``s3://bucket/photo.jpg``).
+    may be a URI (``s3://bucket/photo.jpg``); with ``data``, the image is those bytes (an
+    upload, say) and ``path`` only names it in errors.
 
     With ``draft``, a JPEG much larger than that preprocessing needs is decoded at a
     reduced scale (DCT scaling, ``Image.draft``), which is several times faster.
     """
     text = os.fspath(path)
-    path = text if isinstance(text, str) and is_uri(text) else Path(path)
+    path = text if isinstance(text, str) and (data is not None or is_uri(text)) else Path(path)
     try:
-        with _open(_readable(path)) as image:
+        with _open(_readable(path) if data is None else io.BytesIO(data)) as image:
             if not image.width or not image.height:
                 raise ImageError(f"{path}: the image has no pixels ({image.width}x"
                                  f"{image.height}).")
@@ -231,10 +232,11 @@ def to_input(pixels: Image.Image | np.ndarray) -> np.ndarray:
     return np.asarray(pixels, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def prepare(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing()
-            ) -> Image.Image:
-    """Read ``path`` into the network's input image: 299x299 RGB, not yet scaled."""
-    image = open_rgb(path, preprocessing.max_pixels, draft=preprocessing)
+def prepare(path: str | os.PathLike, preprocessing: Preprocessing = Preprocessing(),
+            data: bytes | None = None) -> Image.Image:
+    """Read ``path`` (or the image ``data`` it names) into the network's input image:
+    299x299 RGB, not yet scaled."""
+    image = open_rgb(path, preprocessing.max_pixels, draft=preprocessing, data=data)
     return resize(image, preprocessing.resize, preprocessing.interpolation)
 
 

@@ -1,0 +1,120 @@
+"""Dynamic batching: the images of concurrent requests meet in one engine call.
+
+The engine runs on a thread of its own (ONNX Runtime releases the GIL), fed by a queue
+that the event loop fills. When the engine is free it takes what is queued, up to
+``max_batch`` images. It waits for company, at most ``max_delay`` seconds after the
+oldest image arrived, only while more images are known to be on their way (accepted and
+being decoded): a lone request on an idle server never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engines.base import Engine, Outputs, finite_scores
+from ..inputs.images import to_input
+
+
+@dataclass
+class _Waiting:
+    pixels: np.ndarray  # 299x299x3 uint8
+    answer: asyncio.Future
+    since: float
+
+
+class Batcher:
+    """Runs ``engine`` on batches of the images given to ``infer``; ``on_batch(size,
+    seconds)`` hears of each engine call (on the engine's thread)."""
+
+    def __init__(self, engine: Engine, max_batch: int, max_delay: float,
+                 on_batch: Callable[[int, float], None] = lambda size, seconds: None):
+        self.engine, self.max_batch, self.max_delay = engine, max_batch, max_delay
+        self._on_batch = on_batch
+        self._queue: deque[_Waiting] = deque()
+        self._coming = 0  # images being decoded that will be given to infer
+        self._changed = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="irv2-batcher", daemon=True)
+        self._thread.start()
+
+    def expect(self) -> None:
+        """One more image is being decoded and will come to ``infer`` (or ``forget``)."""
+        with self._changed:
+            self._coming += 1
+
+    def forget(self) -> None:
+        """An image ``expect`` announced will not come (it could not be decoded)."""
+        with self._changed:
+            self._coming -= 1
+            self._changed.notify()
+
+    async def infer(self, pixels: np.ndarray) -> Outputs:
+        """The engine's outputs for one decoded image (announced by ``expect``), each
+        output's row for it; the engine's error, if it fails."""
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(pixels, loop.create_future(), time.monotonic())
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            self._coming -= 1
+            self._queue.append(waiting)
+            self._changed.notify()
+        return await waiting.answer
+
+    def close(self) -> None:
+        """Stop once the images already queued are answered."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._thread.join()
+
+    def _next_batch(self) -> list[_Waiting] | None:
+        """The next images to run, once there are some (and company is not worth waiting
+        for); ``None`` once closed and answered."""
+        with self._changed:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._changed.wait()
+            deadline = self._queue[0].since + self.max_delay
+            while (len(self._queue) < self.max_batch and self._coming > 0
+                   and not self._closed and (left := deadline - time.monotonic()) > 0):
+                self._changed.wait(left)
+            return [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+
+    def _serve(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            started = time.perf_counter()
+            try:
+                outputs = finite_scores(self.engine(to_input(np.stack([w.pixels for w in batch]))))
+            except Exception as exc:  # the engine failed: every image of the batch says so
+                for waiting in batch:
+                    _answer(waiting.answer, exception=exc)
+                continue
+            self._on_batch(len(batch), time.perf_counter() - started)
+            for i, waiting in enumerate(batch):
+                _answer(waiting.answer, {name: values[i] for name, values in outputs.items()})
+
+
+def _answer(future: asyncio.Future, result: Outputs | None = None,
+            exception: BaseException | None = None) -> None:
+    """Settle ``future`` on its event loop's thread, unless its request gave up on it."""
+
+    def settle() -> None:
+        if future.done():  # cancelled: the client went away
+            return
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        future.get_loop().call_soon_threadsafe(settle)
