@@ -206,6 +206,27 @@ def test_the_cache_embeds_only_what_is_new_or_changed_and_rebuilds_damage(
     assert len(feature_entries(cache)) == 20  # 18, the new picture's, the changed file's
 
 
+def test_a_file_changed_while_it_is_embedded_is_not_cached_under_its_old_content(
+        weights, tmp_path, cache, monkeypatch):
+    from pixel_engine import PixelEngine
+
+    data = class_folders(tmp_path / "data")
+    changing = data / "blue square" / "000.png"  # in the first batch
+    real = PixelEngine.__call__
+
+    def change_it_meanwhile(self, batch):
+        if changing.read_bytes() != (data / "red disc" / "000.png").read_bytes():
+            changing.write_bytes((data / "red disc" / "000.png").read_bytes())
+        return real(self, batch)
+
+    monkeypatch.setattr(PixelEngine, "__call__", change_it_meanwhile)
+    first = train(data, tmp_path / "a.head", options(weights))
+    assert first.embedded == 18 and len(feature_entries(cache)) == 17
+    monkeypatch.setattr(PixelEngine, "__call__", real)
+    second = train(data, tmp_path / "b.head", options(weights))
+    assert (second.embedded, second.cached) == (0, 17)  # its new content: red disc 000's
+
+
 def test_two_trainings_at_once_share_the_cache_safely(weights, tmp_path, cache):
     data = class_folders(tmp_path / "data")
     outcomes: dict[str, object] = {}

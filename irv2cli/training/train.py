@@ -170,12 +170,15 @@ def _features(examples: tuple[Example, ...], cache: FeatureCache, options: RunOp
         else:
             todo[path] = key
     cached = len(by_key)
+    stored: list[str] = []  # what this run added to the cache
 
     def keep(record: Record) -> None:
         if record.error is None and record.features is not None:
             key = todo[record.path]
-            cache.put(key, record.features)
             by_key[key] = np.asarray(record.features, np.float32)
+            if _unchanged(record.path, key):  # else the features are of other content
+                cache.put(key, record.features)
+                stored.append(key)
         else:
             failed.append(record)
         if on_record is not None:
@@ -186,7 +189,7 @@ def _features(examples: tuple[Example, ...], cache: FeatureCache, options: RunOp
             run(list(todo), None, options, runner=runner, notify=notify, on_record=keep,
                 on_progress=on_progress)
         except RunInterrupted as interrupt:
-            interrupt.cached = len(by_key) - cached  # what this run added to the cache
+            interrupt.cached = len(stored)
             raise
     features = {path: by_key[key] for path, key in keys.items() if key in by_key}
     failed_paths = {record.path for record in failed}
@@ -198,6 +201,15 @@ def _features(examples: tuple[Example, ...], cache: FeatureCache, options: RunOp
             if on_record is not None:
                 on_record(copy)
     return features, failed, len(todo) - sum(r.path in todo for r in failed), cached
+
+
+def _unchanged(path: str, key: str) -> bool:
+    """Whether the file at ``path`` still holds the content ``key`` (it was hashed before
+    it was embedded: one changed meanwhile must not be cached under its old content)."""
+    try:
+        return content_key(path) == key
+    except OSError:
+        return False
 
 
 def _usable(found: TrainingData, features: dict[str, np.ndarray], options: TrainOptions
