@@ -160,15 +160,17 @@ def _features(examples: tuple[Example, ...], cache: FeatureCache, options: RunOp
                                  error=f"{shown(example.path)}: cannot read it "
                                        f"({os_reason(exc)})"))
     by_key: dict[str, np.ndarray] = {}
+    asked: set[str] = set()
     todo: dict[str, str] = {}  # one path per content not cached
     for path, key in keys.items():
-        if key in by_key or key in todo.values():
+        if key in by_key or key in asked:
             continue
         found = cache.get(key)
         if found is not None:
             by_key[key] = found
         else:
             todo[path] = key
+            asked.add(key)
     cached = len(by_key)
     stored: list[str] = []  # what this run added to the cache
 
