@@ -132,6 +132,24 @@ def test_files_submitted_as_the_only_worker_dies_are_decoded_by_a_new_one(sample
         assert all(isinstance(outcome.result(timeout=60), Decoded) for outcome in waiting)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
+@pytest.mark.slow  # decoding worker processes
+def test_every_worker_killed_while_many_files_wait_costs_no_outcome(samples):
+    """Found against irv2 serve: a worker killed as it takes a file from pebble's channel
+    leaves the channel locked, and pebble, giving its pool up, never settles the files
+    still queued in it. Each file must still get its outcome: decoded, or its error."""
+    photo = (samples / "chelsea.jpg").read_bytes()
+    with DecodePool(2, LIMITS) as pool:
+        for _ in range(3):
+            outcomes = [pool.submit(f"{n}.jpg", Preprocessing(), photo) for n in range(36)]
+            time.sleep(0.3)
+            for pid in children_of(os.getpid()):
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            for outcome in outcomes:
+                assert isinstance(outcome.result(timeout=60), Decoded | str)
+
+
 HIT_WHILE_STARTING = """
 import os, signal, sys
 from pathlib import Path

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support import Irv2Process, hostile_folder, hostile_pythonpath
+from support import Irv2Process, build_children, hostile_folder, hostile_pythonpath
 
 from irv2cli import RunOptions, run
 from irv2cli.cli.main import cli
@@ -226,8 +226,12 @@ def test_the_benchmark_client_measures_answers_from_a_process_of_its_own(server,
     ({"data": {"field": "text only"}, "files": {"f": ("", b"")}}, 400, ""),
     ({"params": {"top_k": "zero"}, "content": b"x"}, 400, "top_k must be a whole number"),
     ({"params": {"top_k": "1001"}, "content": b"x"}, 400, "top_k"),
+    ({"params": {"top_k": "1_0"}, "content": b"x"}, 400, "top_k"),
+    ({"content": b"--b\r\nContent-Disposition: form-data; name=a; filename=a.jpg\r\n\r\n"
+                 b"\xff\xd8 and then nothing", "headers": {
+        "Content-Type": "multipart/form-data; boundary=b"}}, 400, "cut short"),
 ], ids=["empty", "not-an-image", "no-boundary", "malformed-multipart", "no-file-parts",
-        "top_k-word", "top_k-too-big"])
+        "top_k-word", "top_k-too-big", "top_k-underscore", "multipart-cut-short"])
 def test_a_request_that_cannot_be_answered_is_one_json_error(client, samples, request_,
                                                              status, said):
     answer = client.post("/v1/predict", **request_)
@@ -257,6 +261,28 @@ def test_some_broken_parts_are_error_records_beside_the_good_ones(client, sample
     good, bad = answer.json()["records"]
     assert good["predictions"] and good["error"] is None
     assert bad["predictions"] == [] and bad["error"].startswith("bad.jpg: ")
+
+
+def test_a_multipart_type_is_known_in_any_case(client, samples):
+    image = (samples / "chelsea.jpg").read_bytes()
+    body = (b"--B\r\nContent-Disposition: form-data; name=a; filename=x.jpg\r\n\r\n" + image
+            + b"\r\n--B--\r\n")
+    answer = client.post("/v1/predict", content=body,
+                         headers={"Content-Type": "Multipart/Form-Data; Boundary=B"})
+    assert answer.status_code == 200 and answer.json()["records"][0]["path"] == "x.jpg"
+
+
+@pytest.mark.parametrize(("accept", "octets"), [
+    ("application/octet-stream", True), ("APPLICATION/OCTET-STREAM", True),
+    ("application/octet-stream;q=0", False), ("application/json, application/octet-stream;q=0.1",
+                                              False),
+    ("application/octet-streamX", False), ("*/*", False), ("", False)])
+def test_embed_answers_bytes_only_to_a_client_that_prefers_them(client, samples, accept, octets):
+    answer = client.post("/v1/embed", content=(samples / "coffee.jpg").read_bytes(),
+                         headers={"Accept": accept})
+    assert answer.status_code == 200 and answer.headers["vary"] == "Accept"
+    assert answer.headers["content-type"] == (
+        "application/octet-stream" if octets else "application/json")
 
 
 def test_routes_and_methods_that_do_not_exist(client):
@@ -464,7 +490,7 @@ def test_ready_only_once_warm_and_a_full_queue_is_503_with_retry_after(gated_eng
         assert "queue is full" in refused.json()["error"]
         too_many = http.post("/v1/predict", files=[("a", ("a.jpg", body)) for _ in range(3)])
         assert too_many.status_code == 400
-        assert too_many.json()["error"] == "Too many files. Maximum number of files is 2."
+        assert too_many.json()["error"].startswith("more than 2 images in one request")
 
 
 def test_the_app_mounted_in_another_application_runs_with_its_lifespan(gated_engine, samples,
@@ -489,15 +515,73 @@ def test_the_app_mounted_in_another_application_runs_with_its_lifespan(gated_eng
         wait_ready(http, "/irv2/health/ready")
         answer = http.post("/irv2/v1/predict?top_k=2",
                            content=(samples / "chelsea.jpg").read_bytes())
+        metrics = http.get("/irv2/metrics").text
     assert answer.status_code == 200
     assert len(answer.json()["records"][0]["predictions"]) == 2
+    assert 'irv2_requests_total{route="/v1/predict",status="200"} 1.0' in metrics
+
+
+def test_a_body_being_read_holds_a_place_in_the_queue(gated_engine, samples, tmp_path):
+    """So the memory of bodies being read is bounded by --max-queue too."""
+    from irv2cli.serve import ServeOptions, create_app
+
+    gated_engine.gate.set()
+    app = create_app(ServeOptions(weights=tmp_path / "never-read.h5", max_queue=1, workers=1),
+                     lambda message: None)
+    with in_process(app) as url, httpx.Client(base_url=url) as http:
+        wait_ready(http)
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as slow:
+            slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 9999\r\n"
+                         b"\r\nonly the start")
+            while "irv2_queue_depth 1.0" not in http.get("/metrics").text:
+                time.sleep(0.02)
+            refused = http.post("/v1/predict", content=(samples / "chelsea.jpg").read_bytes())
+        assert refused.status_code == 503 and "queue is full" in refused.json()["error"]
+
+
+def test_an_engine_that_fails_is_a_500_of_one_line_once_the_whole_request_is_done(
+        monkeypatch, samples, tmp_path):
+    """Its other images keep their places in the queue until they are through too."""
+    from irv2cli.errors import EngineError
+    from irv2cli.serve import ServeOptions, create_app
+    from irv2cli.serve import app as serve_app
+
+    class FailsThenWaits(GatedEngine):
+        calls = 0
+
+        def __call__(self, batch):
+            self.calls += 1
+            if self.calls == 2:  # the request's first image (the first call warms up)
+                raise EngineError("the engine broke")
+            return super().__call__(batch)
+
+    engine = FailsThenWaits()
+    monkeypatch.setattr(serve_app, "load_engine", lambda *args, **kwargs: engine)
+    app = create_app(ServeOptions(weights=tmp_path / "never-read.h5", max_batch=1, workers=1),
+                     lambda message: None)
+    image = (samples / "chelsea.jpg").read_bytes()
+    with in_process(app) as url, httpx.Client(base_url=url) as http, ThreadPoolExecutor(1) as pool:
+        engine.gate.set()
+        wait_ready(http)
+        engine.gate.clear()
+        answer = pool.submit(http.post, "/v1/predict",
+                             files=[("a", ("a.jpg", image)), ("b", ("b.jpg", image))])
+        while engine.calls < 3:  # the second image is in the engine, held by the gate
+            time.sleep(0.01)
+        assert not answer.done()
+        assert "irv2_queue_depth 2.0" in http.get("/metrics").text
+        engine.gate.set()
+        assert answer.result().status_code == 500
+        assert answer.result().json() == {"error": "the engine broke"}
+        assert "irv2_queue_depth 0.0" in http.get("/metrics").text
 
 
 def test_sigterm_drains_requests_in_flight_then_exits_0(top_weights, built_runtime,
                                                         session_homes, samples):
     body = (samples / "coffee.jpg").read_bytes()
     with serving("--weights", top_weights, "--workers", "2", "--max-batch", "2",
-                 env={"IRV2_HOME": str(session_homes(top_weights))}) as server:
+                 "--access-log", env={"IRV2_HOME": str(session_homes(top_weights))}) as server:
         server.wait_ready()
         with ThreadPoolExecutor(6) as pool, httpx.Client(base_url=server.url,
                                                          timeout=60) as http:
@@ -511,8 +595,55 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(top_weights, built_runti
         assert took < 30
         assert "SIGTERM: answering the requests in flight" in server.irv2.stderr
         assert server.irv2.stderr.rstrip().endswith("stopped")
+        assert server.irv2.stderr.count('"POST /v1/predict HTTP/1.1" 200') == 6  # --access-log
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{server.url}/health/live")
+
+
+def test_requests_still_running_when_the_drain_ends_are_503s_and_it_exits_in_time(
+        top_weights, built_runtime, session_homes, samples):
+    image = (samples / "coffee.jpg").read_bytes()
+    with serving("--weights", top_weights, "--workers", "2", "--max-batch", "1",
+                 "--drain-timeout", "1",
+                 env={"IRV2_HOME": str(session_homes(top_weights))}) as server:
+        server.wait_ready()
+        with ThreadPoolExecutor(12) as pool, httpx.Client(base_url=server.url,
+                                                          timeout=60) as http:
+            in_flight = [pool.submit(http.post, "/v1/predict",
+                                     files=[(str(n), (f"{n}.jpg", image)) for n in range(4)])
+                         for _ in range(12)]  # 48 images: seconds of work at batch 1
+            server.irv2.wait_until(lambda: server.metric("irv2_queue_depth") >= 40)
+            took = server.irv2.stop(signal.SIGTERM)
+            answers = [future.result() for future in in_flight]
+    statuses = sorted(answer.status_code for answer in answers)
+    assert set(statuses) <= {200, 503} and 503 in statuses
+    assert all("stopped before this request was answered" in answer.json()["error"]
+               for answer in answers if answer.status_code == 503)
+    assert server.irv2.process.returncode == 0
+    assert took < 1 + 4  # the drain's time, the batch in the engine then, and stopping
+    assert "Traceback" not in server.irv2.stderr
+
+
+def test_sigterm_while_the_engine_is_still_being_built_stops_at_once(top_weights):
+    """This test's cache holds no runtime for the weights: the server starts building one."""
+    with serving("--weights", top_weights) as server:
+        server.irv2.wait_until(lambda: build_children(top_weights))
+        took = server.irv2.stop(signal.SIGTERM)
+    assert server.irv2.process.returncode == 0 and took < 5
+    assert "Traceback" not in server.irv2.stderr
+    deadline = time.monotonic() + 10
+    while build_children(top_weights):  # the build ends with the server
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_times_that_are_not_finite_numbers_are_usage_errors():
+    for flag in ("--drain-timeout", "--client-timeout", "--max-delay-ms", "--decode-timeout"):
+        for value in ("nan", "inf", "-1"):
+            result = CliRunner().invoke(cli, ["serve", flag, value])
+            assert result.exit_code == 2 and "is not a number" in result.output, (flag, value)
+    too_big = CliRunner().invoke(cli, ["serve", "--max-body", "1e400"])
+    assert too_big.exit_code == 2 and "is not a size" in too_big.output
 
 
 def test_a_server_that_cannot_start_says_why_in_one_line(top_weights, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import click
@@ -35,9 +36,31 @@ class ByteSize(click.ParamType):
             size = float(number.removesuffix(unit)) * SIZE_UNITS[unit]
         except ValueError:
             size = 0
-        if size < 1:
+        if not math.isfinite(size) or size < 1:
             self.fail(f"{value!r} is not a size like 2GiB, 512MiB or 1073741824", param, ctx)
         return int(size)
+
+
+class Seconds(click.ParamType):
+    """A finite number of seconds (or other unit) from ``low`` to ``high``: unlike
+    ``click.FloatRange``, it refuses ``nan`` and ``inf``."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float, low_open: bool = False):
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        above = number > self.low if self.low_open else number >= self.low
+        if not (math.isfinite(number) and above and number <= self.high):
+            bound = ">" if self.low_open else ">="
+            self.fail(f"{value!r} is not a number {bound} {self.low:g} and <= {self.high:g}",
+                      param, ctx)
+        return number
 
 
 def examples(*commands: str) -> str:
@@ -82,7 +105,7 @@ def decode_options(what: str, refused: str):
                      envvar="IRV2_DECODE_MEMORY",
                      help=f"Memory one file may take to decode (Linux); a file that needs "
                           f"more {refused}. Env: IRV2_DECODE_MEMORY."),
-        click.option("--decode-timeout", type=click.FloatRange(min=0, min_open=True),
+        click.option("--decode-timeout", type=Seconds(0, 24 * 3600, low_open=True),
                      default=30.0, show_default=True, envvar="IRV2_DECODE_TIMEOUT",
                      metavar="SECONDS",
                      help=f"Time one file may take to decode; a slower one {refused}. "

@@ -5,14 +5,20 @@ from __future__ import annotations
 import click
 
 from ..errors import Hint, ServeError
-from .options import ByteSize, decode_options, engine_options, examples, preprocessing_options
+from .options import (
+    ByteSize,
+    Seconds,
+    decode_options,
+    engine_options,
+    examples,
+    preprocessing_options,
+)
 
 
 @click.command(epilog=examples(
     "irv2 serve",
     "irv2 serve --precision int8 --port 9000",
-    "curl --data-binary @cat.jpg 'http://127.0.0.1:8000/v1/predict?top_k=3'",
-    "curl -F a=@cat.jpg -F b=@dog.png http://127.0.0.1:8000/v1/predict"))
+    "irv2 serve --host 0.0.0.0 --max-batch 16 --access-log"))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface of this machine).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
@@ -21,21 +27,23 @@ from .options import ByteSize, decode_options, engine_options, examples, preproc
               help="Classes per image when a request does not say (?top_k=N).")
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=8, show_default=True,
               help="Images of concurrent requests run together in one engine call.")
-@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--max-delay-ms", type=Seconds(0, 10_000), default=5.0, show_default=True,
+              metavar="MS",
               help="Longest an image waits for company, and only while more are on their way.")
 @click.option("--max-queue", type=click.IntRange(1, 1 << 20), default=64, show_default=True,
               help="Images accepted and not yet answered; a request beyond is a 503 with "
                    "Retry-After.")
 @click.option("--max-body", type=ByteSize(), default="32MiB", show_default=True,
               help="Largest request body; a larger one is a 413, refused before it is read.")
-@click.option("--client-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+@click.option("--client-timeout", type=Seconds(0, 3600, low_open=True), default=30.0,
               show_default=True, metavar="SECONDS",
               help="Time a client has to send its request, and to take each write of the "
                    "answer; a slower one is cut off.")
-@click.option("--drain-timeout", type=click.FloatRange(min=1), default=30.0,
+@click.option("--drain-timeout", type=Seconds(1, 3600), default=30.0,
               show_default=True, metavar="SECONDS",
               help="On SIGTERM or Ctrl-C, time requests in flight have to finish.")
-@click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@click.option("--access-log", is_flag=True, help="Log every request on stderr (uvicorn's "
+              "access log).")
 @decode_options("uploads", "is a 422")
 @engine_options
 @preprocessing_options
@@ -49,6 +57,11 @@ def serve(host, port, top_k, max_batch, max_delay_ms, max_queue, max_body, clien
     engine is warm, and while draining), the Open Inference Protocol's /v2/health/...
     and /v2/models/irv2, and /metrics (Prometheus). Needs the serve extra:
     pip install 'irv2cli[serve]'. Exit status: 0 after a drain, 1 if it cannot start.
+
+    \b
+    Asking it:
+      curl --data-binary @cat.jpg 'http://127.0.0.1:8000/v1/predict?top_k=3'
+      curl -F a=@cat.jpg -F b=@dog.png http://127.0.0.1:8000/v1/predict
     """
     from ..inputs.decoding import DecodeLimits
     from ..inputs.images import Preprocessing

@@ -43,6 +43,10 @@ GiB = 1 << 30
 # pebble's manager threads poll every 0.1 s, and stopping a pool waits for them: 10 ms
 # takes about 60 ms off every run's exit, at a negligible cost while it runs.
 pebble.CONSTS.sleep_unit = 0.01
+# A worker killed while it takes a task from pebble's channel leaves the channel's lock
+# held for ever: every other worker, and the pool, then wait this long before pebble gives
+# the pool up (and ``DecodePool`` starts a new one). Held for microseconds otherwise.
+pebble.CONSTS.channel_lock_timeout = 3.0
 MAX_RLIMIT = 1 << 63  # setrlimit takes no larger number
 
 
@@ -95,6 +99,16 @@ def default_workers() -> int:
     return max(2, os.cpu_count() or 1)
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A file submitted and not yet settled: its outcome, ``_decode_file``'s arguments,
+    and whether it may go ``again`` to a new pool if pebble gives its pool up."""
+
+    outcome: Future
+    item: tuple
+    again: bool
+
+
 class DecodePool:
     """Worker processes decoding files; ``submit`` never raises for a bad file."""
 
@@ -102,6 +116,8 @@ class DecodePool:
         self.limits = limits
         self.workers = workers
         self._replacing = threading.Lock()  # one new pool at a time (see _schedule)
+        self._tracking = threading.Lock()  # guards _pending, never held while pebble stops
+        self._pending: dict[Future, _Pending] = {}  # the current pool's unsettled tasks
         self._closed = False
         self._pool = self._start()
 
@@ -122,50 +138,75 @@ class DecodePool:
         """A future outcome for ``path``: ``Decoded``, or the reason it could not be. With
         ``data``, the image is those bytes (an upload), which ``path`` names."""
         outcome: Future[Outcome] = Future()
-        self._decode(outcome, (path, preprocessing, data), again=True)
+        self._decode(_Pending(outcome, (path, preprocessing, data), again=True))
         return outcome
 
-    def _decode(self, outcome: Future[Outcome], item: tuple, again: bool) -> None:
-        """Decode ``item`` (``_decode_file``'s arguments) into ``outcome``; ``again``: once
-        more on a new pool if pebble gives its pool up before the file reached a worker (a
-        worker died between files just before it was submitted), on a thread of its own
-        (not pebble's)."""
-        task = None if outcome.cancelled() else self._schedule(_decode_file, item)
+    def _decode(self, pending: _Pending) -> None:
+        """Decode ``pending.item`` (``_decode_file``'s arguments) into its outcome."""
+        task = None if pending.outcome.cancelled() else self._schedule(pending)
         if task is None:  # given up on, or the pool is closed
-            outcome.cancel()
+            pending.outcome.cancel()
             return
+        task.add_done_callback(self._done)
 
-        def done(task: Future) -> None:
-            if again and not task.cancelled() and isinstance(task.exception(),
-                                                             BrokenProcessPool):
-                threading.Thread(target=self._decode, args=(outcome, item, False),
-                                 daemon=True).start()
-            else:
-                _settle(outcome, task, item[0], self.limits)
+    def _done(self, task: Future) -> None:
+        """Settle a finished task's outcome; ``again`` once on a new pool, on a thread of
+        its own (not pebble's), if pebble gave its pool up before the file reached a
+        worker (a worker died between files just before it was submitted)."""
+        with self._tracking:
+            pending = self._pending.pop(task, None)
+        if pending is None:  # its pool was given up, and a new one took it over
+            return
+        if (pending.again and not task.cancelled()
+                and isinstance(task.exception(), BrokenProcessPool)):
+            retry = _Pending(pending.outcome, pending.item, again=False)
+            threading.Thread(target=self._decode, args=(retry,), daemon=True).start()
+        else:
+            _settle(pending.outcome, task, pending.item[0], self.limits)
 
-        task.add_done_callback(done)
-
-    def _schedule(self, function, args) -> Future | None:
-        """The task of ``function(*args)`` in a worker; ``None`` once the pool is closed."""
+    def _schedule(self, pending: _Pending) -> Future | None:
+        """``pending``'s task in a worker; ``None`` once the pool is closed."""
+        stranded: list[_Pending] = []
         with self._replacing:
             if self._closed:
                 return None
             try:
-                return self._pool.schedule(function, args, timeout=self.limits.timeout)
+                task = self._pool.schedule(_decode_file, pending.item,
+                                           timeout=self.limits.timeout)
             except RuntimeError:
                 if self._pool.active:
                     raise
-            # pebble gives a pool up when a worker dies between files (killed by the
-            # system, say): start a new one
-            self._stop()
-            self._pool = self._start()
-            return self._pool.schedule(function, args, timeout=self.limits.timeout)
+                # pebble gives a pool up when a worker dies between files (killed by the
+                # system, say), failing only the tasks a worker had been handed: start a
+                # new one, and hand it the files the old one still held
+                self._stop()
+                stranded = self._take_pending()
+                self._pool = self._start()
+                task = self._pool.schedule(_decode_file, pending.item,
+                                           timeout=self.limits.timeout)
+            with self._tracking:
+                self._pending[task] = pending
+        for held in stranded:
+            self._decode(held)
+        return task
+
+    def _take_pending(self) -> list[_Pending]:
+        """The unsettled tasks of the pool just stopped, no longer tracked (a stopped
+        pebble pool never settles the tasks it had not handed to a worker)."""
+        with self._tracking:
+            stranded = {task: held for task, held in self._pending.items() if not task.done()}
+            for task in stranded:
+                del self._pending[task]
+        return list(stranded.values())
 
     def close(self) -> None:
-        """Stop the workers, abandoning whatever they are decoding (or starting)."""
+        """Stop the workers, abandoning whatever they are decoding (or starting): the
+        outcomes not yet settled are cancelled."""
         self._closed = True
         with self._replacing:
             self._stop()
+            for held in self._take_pending():
+                held.outcome.cancel()
 
     def _stop(self) -> None:
         self._pool.stop()

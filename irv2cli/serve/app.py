@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from starlette.applications import Starlette
@@ -32,11 +35,12 @@ from ..results.records import Record
 from ..results.writers import json_line
 from ..spec import FEATURES, PROBABILITIES, SPEC
 from ..version import __version__
-from .batcher import Batcher
+from .batcher import Batcher, answer_from_thread
 from .metrics import Metrics
 from .options import ServeOptions
 from .uploads import BodyLimits, RequestRefused, Upload, read_uploads
 
+T = TypeVar("T")
 MODEL = "irv2"
 RETRY_AFTER = "1"  # seconds a refused client should wait before it tries again
 OCTET_STREAM = "application/octet-stream"
@@ -68,10 +72,10 @@ class Service:
         started = time.perf_counter()
         options = self.options
         try:
-            self.decoders = await asyncio.to_thread(
-                DecodePool, options.workers or default_workers(), options.decode_limits)
-            self.engine = await asyncio.to_thread(self._load_engine)
-            await asyncio.to_thread(self._warm_up)
+            self.decoders = await _on_own_thread(
+                lambda: DecodePool(options.workers or default_workers(), options.decode_limits))
+            self.engine = await _on_own_thread(self._load_engine)
+            await _on_own_thread(self._warm_up)
         except Exception as exc:
             self.state, self.failure = "failed", exc
             self.on_failure(exc)
@@ -118,9 +122,10 @@ class Service:
     @contextlib.contextmanager
     def admitted(self) -> Iterator[Callable[[int], None]]:
         """Admit a request, or refuse it (503) when the server is not ready or its queue is
-        full; yields ``take(n)``, which counts the request's ``n`` images (at most
-        ``max_queue``: ``read_uploads`` refuses more) in the queue until the request is
-        answered, or refuses them when they do not fit."""
+        full. Its body, while it is read, holds one place in the queue (so the memory of
+        bodies being read is bounded too); ``take(n)`` then counts its ``n`` images
+        instead, or refuses them when they do not fit. Its places are freed when it is
+        answered."""
         if self.state != "ready":
             raise RequestRefused(503, self.not_ready_reason(), {"Retry-After": RETRY_AFTER})
         if self.queued >= self.options.max_queue:
@@ -128,17 +133,18 @@ class Service:
             raise RequestRefused(503, f"the server's queue is full ({self.options.max_queue} "
                                       "images); try again shortly",
                                  {"Retry-After": RETRY_AFTER})
-        taken = 0
+        taken = 1
+        self._count(taken)
 
         def take(count: int) -> None:
             nonlocal taken
-            if self.queued + count > self.options.max_queue:
+            if self.queued - taken + count > self.options.max_queue:
                 self.metrics.rejected.labels("queue_full").inc()
                 raise RequestRefused(503, "the server's queue has no room for "
                                           f"{count} more images; try again shortly",
                                      {"Retry-After": RETRY_AFTER})
+            self._count(count - taken)
             taken = count
-            self._count(count)
 
         try:
             yield take
@@ -176,18 +182,51 @@ class Service:
         return await batcher.infer(outcome.pixels)
 
 
+async def _on_own_thread(function: Callable[[], T]) -> T:
+    """``function()`` on a daemon thread of its own: a server stopped while its engine
+    loads (or builds) does not wait for the load to end."""
+    answer = asyncio.get_running_loop().create_future()
+
+    def call() -> None:
+        try:
+            result = function()
+        except BaseException as exc:
+            answer_from_thread(answer, exception=exc)
+        else:
+            answer_from_thread(answer, result)
+
+    threading.Thread(target=call, name="irv2-serve-start", daemon=True).start()
+    return await answer
+
+
 def _top_k(request: Request, default: int) -> int:
     text = request.query_params.get("top_k")
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = int(text) if re.fullmatch("[0-9]{1,4}", text) else 0
     if not 1 <= value <= SPEC.num_classes:
         raise RequestRefused(400, f"top_k must be a whole number from 1 to {SPEC.num_classes}, "
                                   f"not {text!r}")
     return value
+
+
+def _prefers_octet_stream(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for float32 bytes: it names
+    application/octet-stream with a weight above 0 and above application/json's."""
+    weights: dict[str, float] = {}
+    for item in accept.split(","):
+        media, *parameters = (part.strip().lower() for part in item.split(";"))
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[media] = weight
+    octets = weights.get(OCTET_STREAM, 0.0)
+    return octets > 0 and octets > weights.get("application/json", 0.0)
 
 
 def _json(data: dict, status: int = 200) -> Response:
@@ -216,7 +255,11 @@ def create_app(options: ServeOptions = ServeOptions(),
         with service.admitted() as take:
             uploads = await read_uploads(request, options.max_queue)
             take(len(uploads))
-            results = await asyncio.gather(*(service.outputs(u) for u in uploads))
+            results = await asyncio.gather(*(service.outputs(u) for u in uploads),
+                                           return_exceptions=True)  # all done, then the first
+        for result in results:                                         # failure, if any
+            if isinstance(result, BaseException):
+                raise result
         return [Record(u.name, error=r) if isinstance(r, str) else make(u, r)
                 for u, r in zip(uploads, results, strict=True)]
 
@@ -232,17 +275,20 @@ def create_app(options: ServeOptions = ServeOptions(),
     async def embed(request: Request) -> Response:
         records = await answer(request, lambda upload, outputs: Record(
             upload.name, features=outputs[FEATURES]))
-        if OCTET_STREAM in request.headers.get("accept", ""):
+        if _prefers_octet_stream(request.headers.get("accept", "")):
             failed = [record.error for record in records if record.error]
             if failed:
                 return _json({"error": failed[0], "failed": len(failed)}, 422)
             matrix = np.stack([record.features for record in records]).astype("<f4")
             return Response(matrix.tobytes(), media_type=OCTET_STREAM,
-                            headers={"X-Irv2-Shape": ",".join(map(str, matrix.shape))})
-        return _records_response(records, [
+                            headers={"X-Irv2-Shape": ",".join(map(str, matrix.shape)),
+                                     "Vary": "Accept"})
+        response = _records_response(records, [
             {"path": record.path, "error": record.error,
              "features": None if record.error else record.features.tolist()}
             for record in records])
+        response.headers["Vary"] = "Accept"
+        return response
 
     async def live(request: Request) -> Response:
         return _json({"live": True})
@@ -287,7 +333,9 @@ def create_app(options: ServeOptions = ServeOptions(),
             yield
         finally:
             service.drain()
-            await loading
+            loading.cancel()  # a load still running is left to its daemon thread
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
             await service.stop()
 
     async def refused(request: Request, exc: RequestRefused) -> Response:
@@ -329,7 +377,8 @@ class Measured:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        route = scope["path"] if scope["path"] in self.routes else "other"
+        path = scope["path"].removeprefix(scope.get("root_path", ""))  # mounted: its own
+        route = path if path in self.routes else "other"
         status = 500
 
         async def observed(message: Message) -> None:

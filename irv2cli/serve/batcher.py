@@ -70,7 +70,8 @@ class Batcher:
         return await waiting.answer
 
     def close(self) -> None:
-        """Stop once the images already queued are answered."""
+        """Stop once the images already queued are answered (those whose requests were
+        given up are skipped)."""
         with self._changed:
             self._closed = True
             self._changed.notify()
@@ -88,25 +89,34 @@ class Batcher:
             while (len(self._queue) < self.max_batch and self._coming > 0
                    and not self._closed and (left := deadline - time.monotonic()) > 0):
                 self._changed.wait(left)
-            return [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            batch = []
+            while self._queue and len(batch) < self.max_batch:
+                waiting = self._queue.popleft()
+                if not waiting.answer.done():  # else its request was given up (stopped)
+                    batch.append(waiting)
+            return batch
 
     def _serve(self) -> None:
         while (batch := self._next_batch()) is not None:
+            if not batch:
+                continue
             started = time.perf_counter()
             try:
                 outputs = finite_scores(self.engine(to_input(np.stack([w.pixels for w in batch]))))
             except Exception as exc:  # the engine failed: every image of the batch says so
                 for waiting in batch:
-                    _answer(waiting.answer, exception=exc)
+                    answer_from_thread(waiting.answer, exception=exc)
                 continue
             self._on_batch(len(batch), time.perf_counter() - started)
             for i, waiting in enumerate(batch):
-                _answer(waiting.answer, {name: values[i] for name, values in outputs.items()})
+                answer_from_thread(waiting.answer,
+                                   {name: values[i] for name, values in outputs.items()})
 
 
-def _answer(future: asyncio.Future, result: Outputs | None = None,
-            exception: BaseException | None = None) -> None:
-    """Settle ``future`` on its event loop's thread, unless its request gave up on it."""
+def answer_from_thread(future: asyncio.Future, result: object = None,
+                       exception: BaseException | None = None) -> None:
+    """Settle ``future`` from another thread, on its event loop's, unless it was given up
+    (cancelled) meanwhile."""
 
     def settle() -> None:
         if future.done():  # cancelled: the client went away

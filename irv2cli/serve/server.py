@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -138,6 +140,12 @@ def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000, *,
                             http=header_deadline(options.client_timeout),
                             timeout_graceful_shutdown=max(1, round(drain_timeout)),
                             timeout_keep_alive=5)
+    if access_log:  # uvicorn's own lines stay at warnings; its access lines are at info,
+        access = logging.getLogger("uvicorn.access")  # on stderr with irv2's lines
+        access.setLevel(logging.INFO)
+        for handler in access.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
     server = DrainingServer(config, service.drain, notify)
     shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     notify(f"listening on http://{shown_host}:{bound_port} (ready once the engine is warm; "
