@@ -255,9 +255,10 @@ def create_app(options: ServeOptions = ServeOptions(),
         with service.admitted() as take:
             uploads = await read_uploads(request, options.max_queue)
             take(len(uploads))
+            # every image through (its place in the queue held), then the first failure
             results = await asyncio.gather(*(service.outputs(u) for u in uploads),
-                                           return_exceptions=True)  # all done, then the first
-        for result in results:                                         # failure, if any
+                                           return_exceptions=True)
+        for result in results:
             if isinstance(result, BaseException):
                 raise result
         return [Record(u.name, error=r) if isinstance(r, str) else make(u, r)
