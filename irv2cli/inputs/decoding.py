@@ -116,8 +116,10 @@ class DecodePool:
         self.limits = limits
         self.workers = workers
         self._replacing = threading.Lock()  # one new pool at a time (see _schedule)
-        self._tracking = threading.Lock()  # guards _pending, never held while pebble stops
-        self._pending: dict[Future, _Pending] = {}  # the current pool's unsettled tasks
+        # The current pool's unsettled tasks. No lock guards it (pebble's threads, which
+        # settle tasks, must never wait for one that a Ctrl-C could leave held): each
+        # entry is added and popped by one dict operation, atomic under the GIL.
+        self._pending: dict[Future, _Pending] = {}
         self._closed = False
         self._pool = self._start()
 
@@ -153,8 +155,7 @@ class DecodePool:
         """Settle a finished task's outcome; ``again`` once on a new pool, on a thread of
         its own (not pebble's), if pebble gave its pool up before the file reached a
         worker (a worker died between files just before it was submitted)."""
-        with self._tracking:
-            pending = self._pending.pop(task, None)
+        pending = self._pending.pop(task, None)
         if pending is None:  # its pool was given up, and a new one took it over
             return
         if (pending.again and not task.cancelled()
@@ -184,8 +185,7 @@ class DecodePool:
                 self._pool = self._start()
                 task = self._pool.schedule(_decode_file, pending.item,
                                            timeout=self.limits.timeout)
-            with self._tracking:
-                self._pending[task] = pending
+            self._pending[task] = pending
         for held in stranded:
             self._decode(held)
         return task
@@ -193,11 +193,9 @@ class DecodePool:
     def _take_pending(self) -> list[_Pending]:
         """The unsettled tasks of the pool just stopped, no longer tracked (a stopped
         pebble pool never settles the tasks it had not handed to a worker)."""
-        with self._tracking:
-            stranded = {task: held for task, held in self._pending.items() if not task.done()}
-            for task in stranded:
-                del self._pending[task]
-        return list(stranded.values())
+        stranded = (self._pending.pop(task, None) for task in list(self._pending)
+                    if not task.done())
+        return [held for held in stranded if held is not None]
 
     def close(self) -> None:
         """Stop the workers, abandoning whatever they are decoding (or starting): the
