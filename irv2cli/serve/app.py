@@ -176,9 +176,7 @@ class Service:
         if isinstance(outcome, str):
             batcher.forget()
             self.metrics.decode_failures.inc()
-            self.metrics.images.labels("failed").inc()
             return outcome
-        self.metrics.images.labels("decoded").inc()
         return await batcher.infer(outcome.pixels)
 
 

@@ -29,8 +29,6 @@ class Metrics:
         self.inference = Histogram("irv2_inference_duration_seconds",
                                    "Seconds per engine call", buckets=LATENCY_BUCKETS,
                                    registry=registry)
-        self.images = Counter("irv2_images", "Images answered, by outcome (decoded or failed)",
-                              ["outcome"], registry=registry)
         self.decode_failures = Counter("irv2_decode_failures",
                                        "Uploaded images that could not be decoded",
                                        registry=registry)
