@@ -12,6 +12,7 @@ Everything, runtime artifacts included, lives in a temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -304,6 +306,22 @@ def generated_weights(scratch: Path, env: dict[str, str], progress) -> Path:
     return weights
 
 
+@contextlib.contextmanager
+def prepared(images: Path | None, weights: Path | None, progress
+             ) -> Iterator[tuple[list[Path], Path, dict[str, str], Path, Path]]:
+    """What every benchmark starts from: the JPEG photos of ``images`` (default: the
+    samples), a temporary scratch folder and the environment of the processes measured
+    there, ``weights`` (default: generated in the scratch) and a calibration folder of
+    the photos; removed on leaving."""
+    sources = photo_sources(images or sample_photos())
+    with tempfile.TemporaryDirectory(prefix="irv2-bench-") as tmp:
+        scratch = Path(tmp)
+        env = scratch_env(scratch)
+        weights = weights or generated_weights(scratch, env, progress)
+        yield (sources, scratch, env, weights,
+               make_folder(scratch / "calibration", len(sources), sources))
+
+
 def build_runtimes(weights: Path, image: Path, calibration: Path, env: dict[str, str],
                    progress) -> None:
     """Build the fp32 and int8 runtimes of ``weights`` (int8 calibrated on
@@ -338,12 +356,8 @@ def run_benchmark(settings: BenchSettings, progress=print
     """Every measurement, in the order of the tables. This process never imports
     TensorFlow, so its own memory does not leak into the children's peak RSS."""
     rounds = settings.rounds
-    sources = photo_sources(settings.images or sample_photos())
-    with tempfile.TemporaryDirectory(prefix="irv2-bench-") as tmp:
-        scratch = Path(tmp)
-        env = scratch_env(scratch)
-        weights = settings.weights or generated_weights(scratch, env, progress)
-        calibration = make_folder(scratch / "calibration", len(sources), sources)
+    with prepared(settings.images, settings.weights, progress) as (
+            sources, scratch, env, weights, calibration):
         progress("measuring cold starts...")
         starts = cold_starts(weights, sources[0], calibration, env, settings.cold_runs)
         build_runtimes(weights, sources[0], calibration, env, progress)

@@ -18,7 +18,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -28,13 +27,10 @@ from ..errors import Irv2Error
 from .harness import (
     Pipeline,
     build_runtimes,
-    generated_weights,
     make_folder,
     measure,
-    photo_sources,
+    prepared,
     python_call,
-    sample_photos,
-    scratch_env,
 )
 from .http_client import percentile
 
@@ -198,12 +194,8 @@ def run_serve_benchmark(settings: ServeBenchSettings, progress=print
                         ) -> tuple[list[ServeMeasurement], Soak | None]:
     """Every measurement of ``irv2 bench --serve``, precision by precision, then the soak
     (on the last precision)."""
-    sources = photo_sources(settings.images or sample_photos())
-    with tempfile.TemporaryDirectory(prefix="irv2-bench-serve-") as tmp:
-        scratch = Path(tmp)
-        env = scratch_env(scratch)
-        weights = settings.weights or generated_weights(scratch, env, progress)
-        calibration = make_folder(scratch / "calibration", len(sources), sources)
+    with prepared(settings.images, settings.weights, progress) as (
+            sources, scratch, env, weights, calibration):
         build_runtimes(weights, sources[0], calibration, env, progress)
         small = _small_image(sources[0], scratch / "small.jpg")
         folders = (make_folder(scratch / "predict-small", 8, sources),
