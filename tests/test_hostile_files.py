@@ -132,6 +132,17 @@ def test_files_submitted_as_the_only_worker_dies_are_decoded_by_a_new_one(sample
         assert all(isinstance(outcome.result(timeout=60), Decoded) for outcome in waiting)
 
 
+@pytest.mark.slow  # decoding worker processes
+def test_files_still_queued_when_pebble_gives_its_pool_up_are_decoded_by_a_new_one(samples):
+    """pebble gives its pool up (when it finds every worker dead between files, say) without
+    settling the files queued in it. No later ``submit`` need come to notice: each file
+    must still get its outcome."""
+    with DecodePool(1, LIMITS) as pool:
+        waiting = [pool.submit(str(samples / "coffee.jpg"), Preprocessing()) for _ in range(12)]
+        pool._pool.stop()  # what pebble does to a pool it gives up; the worker is starting
+        assert all(isinstance(outcome.result(timeout=30), Decoded) for outcome in waiting)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")
 @pytest.mark.slow  # decoding worker processes
 def test_every_worker_killed_while_many_files_wait_costs_no_outcome(samples):
@@ -140,9 +151,9 @@ def test_every_worker_killed_while_many_files_wait_costs_no_outcome(samples):
     still queued in it. Each file must still get its outcome: decoded, or its error."""
     photo = (samples / "chelsea.jpg").read_bytes()
     with DecodePool(2, LIMITS) as pool:
-        for _ in range(3):
+        for delay in (0.05, 0.15, 0.3, 0.05, 0.15, 0.3):  # killed at different moments
             outcomes = [pool.submit(f"{n}.jpg", Preprocessing(), photo) for n in range(36)]
-            time.sleep(0.3)
+            time.sleep(delay)
             for pid in children_of(os.getpid()):
                 if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     os.kill(pid, signal.SIGKILL)

@@ -47,6 +47,7 @@ pebble.CONSTS.sleep_unit = 0.01
 # held for ever: every other worker, and the pool, then wait this long before pebble gives
 # the pool up (and ``DecodePool`` starts a new one). Held for microseconds otherwise.
 pebble.CONSTS.channel_lock_timeout = 3.0
+WATCH_INTERVAL = 0.5  # seconds between looks at whether pebble has given its pool up
 MAX_RLIMIT = 1 << 63  # setrlimit takes no larger number
 
 
@@ -115,13 +116,16 @@ class DecodePool:
     def __init__(self, workers: int, limits: DecodeLimits = DecodeLimits()):
         self.limits = limits
         self.workers = workers
-        self._replacing = threading.Lock()  # one new pool at a time (see _schedule)
+        self._replacing = threading.Lock()  # one new pool at a time (see _replace)
         # The current pool's unsettled tasks. No lock guards it (pebble's threads, which
         # settle tasks, must never wait for one that a Ctrl-C could leave held): each
         # entry is added and popped by one dict operation, atomic under the GIL.
         self._pending: dict[Future, _Pending] = {}
-        self._closed = False
+        self._closed = threading.Event()
         self._pool = self._start()
+        self._watchdog = threading.Thread(target=self._watch, name="irv2-decode-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
 
     def _start(self) -> ProcessPool:
         with _interrupts_blocked():
@@ -167,28 +171,43 @@ class DecodePool:
 
     def _schedule(self, pending: _Pending) -> Future | None:
         """``pending``'s task in a worker; ``None`` once the pool is closed."""
-        stranded: list[_Pending] = []
+        while True:
+            with self._replacing:  # a pool being replaced takes no task meanwhile
+                if self._closed.is_set():
+                    return None
+                pool = self._pool
+                try:
+                    task = pool.schedule(_decode_file, pending.item,
+                                         timeout=self.limits.timeout)
+                except RuntimeError:
+                    if pool.active:
+                        raise
+                else:
+                    self._pending[task] = pending
+                    return task
+            self._replace(pool)
+
+    def _watch(self) -> None:
+        """Replace the pool whenever pebble has given it up with files still in it. It
+        does so when a worker dies between files (killed by the system, say), failing only
+        the tasks already handed to its channel; the files still queued would never be
+        settled, and no later ``submit`` may come to find the pool broken."""
+        while not self._closed.wait(WATCH_INTERVAL):
+            pool = self._pool
+            if self._pending and not pool.active:
+                self._replace(pool)
+
+    def _replace(self, broken: ProcessPool) -> None:
+        """Start a new pool in place of ``broken`` (unless that is done already), and hand
+        it the files ``broken`` still held."""
         with self._replacing:
-            if self._closed:
-                return None
-            try:
-                task = self._pool.schedule(_decode_file, pending.item,
-                                           timeout=self.limits.timeout)
-            except RuntimeError:
-                if self._pool.active:
-                    raise
-                # pebble gives a pool up when a worker dies between files (killed by the
-                # system, say), failing only the tasks a worker had been handed: start a
-                # new one, and hand it the files the old one still held
-                self._stop()
-                stranded = self._take_pending()
-                self._pool = self._start()
-                task = self._pool.schedule(_decode_file, pending.item,
-                                           timeout=self.limits.timeout)
-            self._pending[task] = pending
+            if self._closed.is_set() or self._pool is not broken:
+                return
+            self._stop()
+            stranded = self._take_pending()
+            self._pool = self._start()
         for held in stranded:
             self._decode(held)
-        return task
 
     def _take_pending(self) -> list[_Pending]:
         """The unsettled tasks of the pool just stopped, no longer tracked (a stopped
@@ -200,11 +219,12 @@ class DecodePool:
     def close(self) -> None:
         """Stop the workers, abandoning whatever they are decoding (or starting): the
         outcomes not yet settled are cancelled."""
-        self._closed = True
+        self._closed.set()
         with self._replacing:
             self._stop()
             for held in self._take_pending():
                 held.outcome.cancel()
+        self._watchdog.join()
 
     def _stop(self) -> None:
         self._pool.stop()
