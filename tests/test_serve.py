@@ -93,9 +93,10 @@ def serving(*args, env: dict[str, str] | None = None) -> Iterator[Server]:
 def server(top_weights, built_runtime, session_homes) -> Iterator[Server]:
     """The module's server: the generated weights (their runtime already built), the
     misbehaving decoder on its workers' path, small decoding limits, a short client
-    timeout."""
+    timeout, two engine calls at once (int8's default, here in fp32)."""
     with serving("--weights", top_weights, "--decode-memory", "256MiB", "--decode-timeout",
                  "2", "--client-timeout", CLIENT_TIMEOUT, "--workers", "2",
+                 "--concurrent-batches", "2",
                  env={"IRV2_HOME": str(session_homes(top_weights)),
                       "PYTHONPATH": hostile_pythonpath()}) as started:
         started.wait_ready()
@@ -190,7 +191,8 @@ def test_health_metadata_and_metrics(server, client, samples):
     assert server.metric("irv2_requests_total", route="other", status="404") >= 1
     assert server.metric("irv2_queue_depth") == 0
     assert server.metric("irv2_ready") == 1
-    assert 'precision="fp32"' in client.get("/metrics").text
+    engine = client.get("/metrics").text
+    assert 'precision="fp32"' in engine and 'concurrent_batches="2"' in engine
     assert server.metric("irv2_request_duration_seconds_count", route="/v1/predict") >= 1
 
 

@@ -30,6 +30,8 @@ from .options import (
 @click.option("--max-delay-ms", type=Seconds(0, 10_000), default=5.0, show_default=True,
               metavar="MS",
               help="Longest an image waits for company, and only while more are on their way.")
+@click.option("--concurrent-batches", type=click.IntRange(1, 64), metavar="N",
+              help="Engine calls that may run at once.  [default: 2 in int8, 1 in fp32]")
 @click.option("--max-queue", type=click.IntRange(1, 1 << 20), default=64, show_default=True,
               help="Images accepted and not yet answered; a request beyond is a 503 with "
                    "Retry-After.")
@@ -47,9 +49,9 @@ from .options import (
 @decode_options("uploads", "is a 422")
 @engine_options
 @preprocessing_options
-def serve(host, port, top_k, max_batch, max_delay_ms, max_queue, max_body, client_timeout,
-          drain_timeout, access_log, workers, decode_memory, decode_timeout, backend,
-          precision, weights, resize, interpolation, max_pixels):
+def serve(host, port, top_k, max_batch, max_delay_ms, concurrent_batches, max_queue,
+          max_body, client_timeout, drain_timeout, access_log, workers, decode_memory,
+          decode_timeout, backend, precision, weights, resize, interpolation, max_pixels):
     """Serve the network over HTTP: POST images, get the records predict writes.
 
     POST /v1/predict and /v1/embed take one image as the body, or several as
@@ -80,7 +82,8 @@ def serve(host, port, top_k, max_batch, max_delay_ms, max_queue, max_body, clien
         weights=weights, backend=backend, precision=precision, top_k=top_k,
         preprocessing=Preprocessing(resize, interpolation, max_pixels),
         decode_limits=DecodeLimits(decode_memory, decode_timeout), workers=workers,
-        max_batch=max_batch, max_delay=max_delay_ms / 1000, max_queue=max_queue,
+        max_batch=max_batch, max_delay=max_delay_ms / 1000,
+        concurrent_batches=concurrent_batches, max_queue=max_queue,
         max_body=max_body, client_timeout=client_timeout)
     run_server(options, host, port, drain_timeout=drain_timeout, access_log=access_log,
                notify=status_printer(stderr_console()))

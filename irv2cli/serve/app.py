@@ -81,9 +81,10 @@ class Service:
             self.on_failure(exc)
             return
         self.batcher = Batcher(self.engine, options.max_batch, options.max_delay,
-                               self.metrics.batch)
+                               self.metrics.batch, options.calls_at_once)
         self.metrics.engine.info({"backend": options.backend, "precision": options.precision,
                                   "outputs": ",".join(self.engine.outputs),
+                                  "concurrent_batches": str(options.calls_at_once),
                                   "version": __version__})
         if self.state == "starting":  # not asked to stop meanwhile
             self.state = "ready"

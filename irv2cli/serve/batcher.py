@@ -1,10 +1,14 @@
 """Dynamic batching: the images of concurrent requests meet in one engine call.
 
-The engine runs on a thread of its own (ONNX Runtime releases the GIL), fed by a queue
-that the event loop fills. When the engine is free it takes what is queued, up to
+The engine runs on threads of its own (ONNX Runtime releases the GIL), fed by a queue
+that the event loop fills. When the engine is idle, a thread takes what is queued, up to
 ``max_batch`` images. It waits for company, at most ``max_delay`` seconds after the
 oldest image arrived, only while more images are known to be on their way (accepted and
 being decoded): a lone request on an idle server never waits.
+
+Up to ``concurrent`` engine calls run at once. A call beside one already running starts
+only once it has its share of a full batch (``max_batch / concurrent`` images), so that
+concurrency never splits the work into batches of one or two.
 """
 
 from __future__ import annotations
@@ -31,19 +35,25 @@ class _Waiting:
 
 
 class Batcher:
-    """Runs ``engine`` on batches of the images given to ``infer``; ``on_batch(size,
-    seconds)`` hears of each engine call (on the engine's thread)."""
+    """Runs ``engine`` on batches of the images given to ``infer``, up to ``concurrent``
+    calls at once; ``on_batch(size, seconds)`` hears of each call (on the engine's
+    thread)."""
 
     def __init__(self, engine: Engine, max_batch: int, max_delay: float,
-                 on_batch: Callable[[int, float], None] = lambda size, seconds: None):
+                 on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+                 concurrent: int = 1):
         self.engine, self.max_batch, self.max_delay = engine, max_batch, max_delay
         self._on_batch = on_batch
+        self._share = -(-max_batch // concurrent)  # what a call beside another waits for
         self._queue: deque[_Waiting] = deque()
         self._coming = 0  # images being decoded that will be given to infer
+        self._running = 0  # engine calls under way
         self._changed = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._serve, name="irv2-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._serve, name=f"irv2-batcher-{n}",
+                                          daemon=True) for n in range(concurrent)]
+        for thread in self._threads:
+            thread.start()
 
     def expect(self) -> None:
         """One more image is being decoded and will come to ``infer`` (or ``forget``)."""
@@ -54,7 +64,7 @@ class Batcher:
         """An image ``expect`` announced will not come (it could not be decoded)."""
         with self._changed:
             self._coming -= 1
-            self._changed.notify()
+            self._changed.notify_all()
 
     async def infer(self, pixels: np.ndarray) -> Outputs:
         """The engine's outputs for one decoded image (announced by ``expect``), each
@@ -66,7 +76,7 @@ class Batcher:
                 raise RuntimeError("the batcher is closed")
             self._coming -= 1
             self._queue.append(waiting)
-            self._changed.notify()
+            self._changed.notify_all()
         return await waiting.answer
 
     def close(self) -> None:
@@ -74,43 +84,55 @@ class Batcher:
         given up are skipped)."""
         with self._changed:
             self._closed = True
-            self._changed.notify()
-        self._thread.join()
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join()
 
     def _next_batch(self) -> list[_Waiting] | None:
-        """The next images to run, once there are some (and company is not worth waiting
-        for); ``None`` once closed and answered."""
+        """The next images to run, once there are some (and, beside a call under way, its
+        share of them; when none is, company not worth waiting for); ``None`` once closed
+        and answered."""
         with self._changed:
-            while not self._queue:
-                if self._closed:
+            while not (self._queue and (self._running == 0
+                                        or len(self._queue) >= self._share)):
+                if self._closed and not self._queue:
                     return None
                 self._changed.wait()
-            deadline = self._queue[0].since + self.max_delay
-            while (len(self._queue) < self.max_batch and self._coming > 0
-                   and not self._closed and (left := deadline - time.monotonic()) > 0):
-                self._changed.wait(left)
+            if self._running == 0:
+                deadline = self._queue[0].since + self.max_delay
+                while (len(self._queue) < self.max_batch and self._coming > 0
+                       and not self._closed and (left := deadline - time.monotonic()) > 0):
+                    self._changed.wait(left)
             batch = []
             while self._queue and len(batch) < self.max_batch:
                 waiting = self._queue.popleft()
                 if not waiting.answer.done():  # else its request was given up (stopped)
                     batch.append(waiting)
+            self._running += 1
             return batch
 
     def _serve(self) -> None:
         while (batch := self._next_batch()) is not None:
-            if not batch:
-                continue
-            started = time.perf_counter()
             try:
-                outputs = finite_scores(self.engine(to_input(np.stack([w.pixels for w in batch]))))
-            except Exception as exc:  # the engine failed: every image of the batch says so
-                for waiting in batch:
-                    answer_from_thread(waiting.answer, exception=exc)
-                continue
-            self._on_batch(len(batch), time.perf_counter() - started)
-            for i, waiting in enumerate(batch):
-                answer_from_thread(waiting.answer,
-                                   {name: values[i] for name, values in outputs.items()})
+                if batch:
+                    self._run(batch)
+            finally:
+                with self._changed:
+                    self._running -= 1
+                    self._changed.notify_all()  # a call waiting for its share may go now
+
+    def _run(self, batch: list[_Waiting]) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = finite_scores(self.engine(to_input(np.stack([w.pixels for w in batch]))))
+        except Exception as exc:  # the engine failed: every image of the batch says so
+            for waiting in batch:
+                answer_from_thread(waiting.answer, exception=exc)
+            return
+        self._on_batch(len(batch), time.perf_counter() - started)
+        for i, waiting in enumerate(batch):
+            answer_from_thread(waiting.answer,
+                               {name: values[i] for name, values in outputs.items()})
 
 
 def answer_from_thread(future: asyncio.Future, result: object = None,
