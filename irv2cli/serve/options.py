@@ -57,7 +57,7 @@ class ServeOptions:
         """Engine calls that may run at once: ``concurrent_batches`` if given; else 2 in
         int8, whose small batches leave the second core idle part of the time (a second
         call fills it), and 1 in fp32, where a second call only competes for the cores
-        (docs/serve.md has the measurements)."""
+        (docs/benchmarks.md has the measurements)."""
         if self.concurrent_batches is not None:
             return self.concurrent_batches
         return 2 if self.precision == "int8" else 1
