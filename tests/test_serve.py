@@ -607,7 +607,7 @@ def test_requests_still_running_when_the_drain_ends_are_503s_and_it_exits_in_tim
         top_weights, built_runtime, session_homes, samples):
     image = (samples / "coffee.jpg").read_bytes()
     with serving("--weights", top_weights, "--workers", "2", "--max-batch", "1",
-                 "--drain-timeout", "1",
+                 "--concurrent-batches", "2", "--drain-timeout", "1",
                  env={"IRV2_HOME": str(session_homes(top_weights))}) as server:
         server.wait_ready()
         with ThreadPoolExecutor(12) as pool, httpx.Client(base_url=server.url,
