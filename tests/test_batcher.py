@@ -53,11 +53,12 @@ async def infer_now(batcher: Batcher) -> asyncio.Task:
     return task
 
 
-def run_batcher(scenario, concurrent: int, max_batch: int) -> HeldEngine:
+def run_batcher(scenario, concurrent: int, max_batch: int, max_delay: float = 0.0
+                ) -> HeldEngine:
     engine = HeldEngine()
 
     async def main() -> None:
-        batcher = Batcher(engine, max_batch, max_delay=0.0, concurrent=concurrent)
+        batcher = Batcher(engine, max_batch, max_delay, concurrent=concurrent)
         try:
             await scenario(engine, batcher)
         finally:
@@ -82,6 +83,26 @@ def test_a_second_call_starts_beside_a_running_one_only_with_its_share_of_a_batc
 
     engine = run_batcher(scenario, concurrent=2, max_batch=4)
     assert engine.sizes == [1, 2] and engine.most_at_once == 2
+
+
+def test_a_call_waiting_for_company_counts_as_running_for_the_other():
+    """Found by a hostile review: both idle threads waited for company together, and the
+    second ran the one image the first left, beside it."""
+    async def scenario(engine: HeldEngine, batcher: Batcher) -> None:
+        for _ in range(5):
+            batcher.expect()
+        first = asyncio.create_task(batcher.infer(IMAGE))
+        await asyncio.sleep(0.05)  # a call waits for the four images on their way
+        rest = [asyncio.create_task(batcher.infer(IMAGE)) for _ in range(4)]
+        await asyncio.sleep(0.05)
+        engine.wait_for_calls(1)
+        await asyncio.sleep(0.1)
+        assert engine.sizes == [4]  # the fifth, short of a share, waits for the first
+        engine.release.set()
+        await asyncio.gather(first, *rest)
+
+    engine = run_batcher(scenario, concurrent=2, max_batch=4, max_delay=5.0)
+    assert engine.sizes == [4, 1] and engine.most_at_once == 1
 
 
 def test_one_call_at_a_time_takes_everything_queued_meanwhile():

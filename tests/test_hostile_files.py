@@ -7,12 +7,14 @@ that the decoding worker processes load through ``sitecustomize`` on PYTHONPATH.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import click
@@ -141,6 +143,53 @@ def test_files_still_queued_when_pebble_gives_its_pool_up_are_decoded_by_a_new_o
         waiting = [pool.submit(str(samples / "coffee.jpg"), Preprocessing()) for _ in range(12)]
         pool._pool.stop()  # what pebble does to a pool it gives up; the worker is starting
         assert all(isinstance(outcome.result(timeout=30), Decoded) for outcome in waiting)
+
+
+@pytest.mark.slow  # decoding worker processes
+def test_files_stranded_when_no_new_pool_can_start_say_so_and_later_files_decode(
+        samples, monkeypatch):
+    """Found by a hostile review: a new pool that failed to start (out of descriptors, or
+    of processes) lost the files the old one held, and ended the watchdog."""
+    start, starts = DecodePool._start, []
+
+    def second_start_fails(pool: DecodePool):
+        starts.append(pool)
+        if len(starts) == 2:  # the first is the pool's own; its replacement fails
+            raise OSError(errno.EMFILE, "Too many open files")
+        return start(pool)
+
+    monkeypatch.setattr(DecodePool, "_start", second_start_fails)
+    with DecodePool(1, LIMITS) as pool:
+        stranded = [pool.submit(str(samples / "coffee.jpg"), Preprocessing()) for _ in range(8)]
+        pool._pool.stop()  # what pebble does to a pool it gives up; the worker is starting
+        outcomes = [outcome.result(timeout=30) for outcome in stranded]
+        assert all("no decoding worker could be started (OSError: [Errno 24]" in outcome
+                   for outcome in outcomes)
+        assert isinstance(pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result(
+            timeout=30), Decoded)
+        assert pool._watchdog.is_alive()
+
+
+@pytest.mark.slow  # decoding worker processes
+def test_close_leaves_no_outcome_pending(samples, monkeypatch):
+    """Found by a hostile review: files failed by pebble as it gives its pool up go to a
+    new pool from threads of their own, and close() returned before cancelling theirs."""
+    retry = DecodePool._retry
+
+    def slow_retry(pool: DecodePool, pending) -> None:
+        time.sleep(0.5)  # widens the moment close() must not miss
+        retry(pool, pending)
+
+    monkeypatch.setattr(DecodePool, "_retry", slow_retry)
+    with DecodePool(2, LIMITS) as pool:
+        outcomes = [pool.submit(str(samples / "chelsea.jpg"), Preprocessing())
+                    for _ in range(400)]
+        time.sleep(0.5)  # workers up, files flowing
+        # what pebble does when it finds every worker dead: fail the tasks it dispatched
+        pool._pool._pool_manager.handle_broken_pool(BrokenProcessPool("All workers expired"))
+        time.sleep(0.1)
+    assert all(outcome.done() for outcome in outcomes)
+    assert any(outcome.cancelled() for outcome in outcomes)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")

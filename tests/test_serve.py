@@ -392,6 +392,8 @@ def test_clients_that_go_away_or_send_no_body_leak_nothing(server, client, sampl
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(no_body, range(1000))) == {b"HTTP/1.1 413"}
+    gone, failed = (server.metric("irv2_requests_total", route="/v1/predict", status=status)
+                    for status in ("499", "500"))
     for _ in range(20):
         with server.connect() as connection:  # gone mid-upload
             connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: "
@@ -408,6 +410,9 @@ def test_clients_that_go_away_or_send_no_body_leak_nothing(server, client, sampl
         time.sleep(0.2)
     assert now <= descriptors and queued == 0
     assert "Traceback" not in server.irv2.stderr
+    # counted as gone (nginx's 499), not as the server's failure
+    assert server.metric("irv2_requests_total", route="/v1/predict", status="499") >= gone + 20
+    assert server.metric("irv2_requests_total", route="/v1/predict", status="500") == failed
 
 
 # --- a server's life ------------------------------------------------------------------------

@@ -48,6 +48,9 @@ pebble.CONSTS.sleep_unit = 0.01
 # the pool up (and ``DecodePool`` starts a new one). Held for microseconds otherwise.
 pebble.CONSTS.channel_lock_timeout = 3.0
 WATCH_INTERVAL = 0.5  # seconds between looks at whether pebble has given its pool up
+# Pools a file may see given up before it reaches a worker (each failing every file still
+# queued in it) before its outcome says so: workers killed again and again, by the system.
+POOLS_LOST_PER_FILE = 3
 MAX_RLIMIT = 1 << 63  # setrlimit takes no larger number
 
 
@@ -103,11 +106,12 @@ def default_workers() -> int:
 @dataclass(frozen=True)
 class _Pending:
     """A file submitted and not yet settled: its outcome, ``_decode_file``'s arguments,
-    and whether it may go ``again`` to a new pool if pebble gives its pool up."""
+    and how many more times it may go to a new pool if pebble fails it as it gives its
+    pool up."""
 
     outcome: Future
     item: tuple
-    again: bool
+    retries: int = POOLS_LOST_PER_FILE
 
 
 class DecodePool:
@@ -121,6 +125,7 @@ class DecodePool:
         # settle tasks, must never wait for one that a Ctrl-C could leave held): each
         # entry is added and popped by one dict operation, atomic under the GIL.
         self._pending: dict[Future, _Pending] = {}
+        self._retrying: set[Future] = set()  # outcomes on their way to a new pool
         self._closed = threading.Event()
         self._pool = self._start()
         self._watchdog = threading.Thread(target=self._watch, name="irv2-decode-watchdog",
@@ -144,30 +149,45 @@ class DecodePool:
         """A future outcome for ``path``: ``Decoded``, or the reason it could not be. With
         ``data``, the image is those bytes (an upload), which ``path`` names."""
         outcome: Future[Outcome] = Future()
-        self._decode(_Pending(outcome, (path, preprocessing, data), again=True))
+        self._decode(_Pending(outcome, (path, preprocessing, data)))
         return outcome
 
     def _decode(self, pending: _Pending) -> None:
-        """Decode ``pending.item`` (``_decode_file``'s arguments) into its outcome."""
-        task = None if pending.outcome.cancelled() else self._schedule(pending)
+        """Decode ``pending.item`` (``_decode_file``'s arguments) into its outcome; if no
+        worker can be started for it, the outcome says so."""
+        try:
+            task = None if pending.outcome.cancelled() else self._schedule(pending)
+        except Exception as exc:  # a new pool could not start: out of descriptors, say
+            _give(pending.outcome, _no_workers(pending.item[0], exc))
+            return
         if task is None:  # given up on, or the pool is closed
             pending.outcome.cancel()
             return
         task.add_done_callback(self._done)
 
     def _done(self, task: Future) -> None:
-        """Settle a finished task's outcome; ``again`` once on a new pool, on a thread of
-        its own (not pebble's), if pebble gave its pool up before the file reached a
-        worker (a worker died between files just before it was submitted)."""
+        """Settle a finished task's outcome; once the pool is closed, cancel it. If pebble
+        failed the file as it gave its pool up (the file never reached a worker), send it
+        to a new pool, from a thread of its own (never pebble's, which replacing the pool
+        waits for)."""
         pending = self._pending.pop(task, None)
         if pending is None:  # its pool was given up, and a new one took it over
             return
-        if (pending.again and not task.cancelled()
+        if self._closed.is_set():
+            pending.outcome.cancel()
+        elif (pending.retries and not task.cancelled()
                 and isinstance(task.exception(), BrokenProcessPool)):
-            retry = _Pending(pending.outcome, pending.item, again=False)
-            threading.Thread(target=self._decode, args=(retry,), daemon=True).start()
+            self._retrying.add(pending.outcome)  # for close() to cancel meanwhile
+            retry = _Pending(pending.outcome, pending.item, pending.retries - 1)
+            threading.Thread(target=self._retry, args=(retry,), daemon=True).start()
         else:
             _settle(pending.outcome, task, pending.item[0], self.limits)
+
+    def _retry(self, pending: _Pending) -> None:
+        try:
+            self._decode(pending)
+        finally:
+            self._retrying.discard(pending.outcome)
 
     def _schedule(self, pending: _Pending) -> Future | None:
         """``pending``'s task in a worker; ``None`` once the pool is closed."""
@@ -195,23 +215,34 @@ class DecodePool:
         while not self._closed.wait(WATCH_INTERVAL):
             pool = self._pool
             if self._pending and not pool.active:
-                self._replace(pool)
+                # a new pool that cannot start has its stranded files say so; the next
+                # look, or the next submit, tries again
+                with contextlib.suppress(Exception):
+                    self._replace(pool)
 
     def _replace(self, broken: ProcessPool) -> None:
         """Start a new pool in place of ``broken`` (unless that is done already), and hand
-        it the files ``broken`` still held."""
+        it the files ``broken`` still held. If the new pool cannot start, those files'
+        outcomes say why, and the error is raised."""
         with self._replacing:
             if self._closed.is_set() or self._pool is not broken:
                 return
-            self._stop()
+            # untracked before the stop: what pebble makes of them while it stops (a
+            # channel already closed, say) is not the files' outcome
             stranded = self._take_pending()
-            self._pool = self._start()
+            self._stop()
+            try:
+                self._pool = self._start()
+            except BaseException as exc:
+                for held in stranded:
+                    _give(held.outcome, _no_workers(held.item[0], exc))
+                raise
         for held in stranded:
             self._decode(held)
 
     def _take_pending(self) -> list[_Pending]:
-        """The unsettled tasks of the pool just stopped, no longer tracked (a stopped
-        pebble pool never settles the tasks it had not handed to a worker)."""
+        """The current pool's unsettled tasks, no longer tracked (a stopped pebble pool
+        never settles the tasks it had not handed to a worker)."""
         stranded = (self._pending.pop(task, None) for task in list(self._pending)
                     if not task.done())
         return [held for held in stranded if held is not None]
@@ -221,9 +252,10 @@ class DecodePool:
         outcomes not yet settled are cancelled."""
         self._closed.set()
         with self._replacing:
+            stranded = self._take_pending()
             self._stop()
-            for held in self._take_pending():
-                held.outcome.cancel()
+        for outcome in [*(held.outcome for held in stranded), *self._retrying]:
+            outcome.cancel()
         self._watchdog.join()
 
     def _stop(self) -> None:
@@ -317,8 +349,19 @@ def _settle(outcome: Future, task: Future, path: str, limits: DecodeLimits) -> N
     if task.cancelled():
         outcome.cancel()
         return
-    with contextlib.suppress(InvalidStateError):  # the consumer gave up on ``outcome``
-        outcome.set_result(_outcome(task, path, limits))
+    _give(outcome, _outcome(task, path, limits))
+
+
+def _give(outcome: Future, result: Outcome) -> None:
+    """``result`` as ``outcome``'s, unless the consumer gave up on it (cancelled)."""
+    with contextlib.suppress(InvalidStateError):
+        outcome.set_result(result)
+
+
+def _no_workers(path: str, exc: BaseException) -> str:
+    return (f"{path}: could not be decoded: no decoding worker could be started "
+            f"({type(exc).__name__}: {exc}); free some memory, processes or open files, "
+            "and try it again.")
 
 
 def _outcome(task: Future, path: str, limits: DecodeLimits) -> Outcome:
@@ -329,6 +372,10 @@ def _outcome(task: Future, path: str, limits: DecodeLimits) -> Outcome:
                 "raise the time limit (decode-timeout) if the file is just large.")
     except ProcessExpired as exc:
         return f"{path}: {_expiry_reason(exc.exitcode)}; the file is probably corrupt or hostile."
+    except BrokenProcessPool:
+        return (f"{path}: could not be decoded: the decoding workers were killed again and "
+                f"again before it reached one ({POOLS_LOST_PER_FILE + 1} times; by the "
+                "system for lack of memory, perhaps); try it again.")
     except Exception as exc:  # the pool itself failed: still only this file's outcome
         return f"{path}: could not be decoded ({type(exc).__name__}: {exc})."
     return result.decoded() if isinstance(result, _RawPixels) else result

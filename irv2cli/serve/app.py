@@ -365,6 +365,9 @@ def create_app(options: ServeOptions = ServeOptions(),
     return app
 
 
+CLIENT_GONE = 499  # nginx's status for a client that went away before its answer
+
+
 class Measured:
     """Counts each answer by route and status, and times it (``other`` for paths that are
     not routes, so a scan of random paths cannot grow the metrics)."""
@@ -379,7 +382,7 @@ class Measured:
         started = time.perf_counter()
         path = scope["path"].removeprefix(scope.get("root_path", ""))  # mounted: its own
         route = path if path in self.routes else "other"
-        status = 500
+        status = CLIENT_GONE  # unless an answer starts (an app's failure is answered 500)
 
         async def observed(message: Message) -> None:
             nonlocal status

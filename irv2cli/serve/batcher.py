@@ -47,7 +47,8 @@ class Batcher:
         self._share = -(-max_batch // concurrent)  # what a call beside another waits for
         self._queue: deque[_Waiting] = deque()
         self._coming = 0  # images being decoded that will be given to infer
-        self._running = 0  # engine calls under way
+        self._running = 0  # engine calls under way (or gathering their images)
+        self._gathering = False  # a call is waiting for company
         self._changed = threading.Condition()
         self._closed = False
         self._threads = [threading.Thread(target=self._serve, name=f"irv2-batcher-{n}",
@@ -93,22 +94,27 @@ class Batcher:
         share of them; when none is, company not worth waiting for); ``None`` once closed
         and answered."""
         with self._changed:
-            while not (self._queue and (self._running == 0
-                                        or len(self._queue) >= self._share)):
+            while not (self._queue and not self._gathering
+                       and (self._running == 0 or len(self._queue) >= self._share)):
                 if self._closed and not self._queue:
                     return None
                 self._changed.wait()
-            if self._running == 0:
+            alone = self._running == 0
+            self._running += 1  # from now: another call waits for its share
+            if alone:  # and no other takes images while this one waits for company
+                self._gathering = True
                 deadline = self._queue[0].since + self.max_delay
                 while (len(self._queue) < self.max_batch and self._coming > 0
                        and not self._closed and (left := deadline - time.monotonic()) > 0):
                     self._changed.wait(left)
+                self._gathering = False
             batch = []
             while self._queue and len(batch) < self.max_batch:
                 waiting = self._queue.popleft()
                 if not waiting.answer.done():  # else its request was given up (stopped)
                     batch.append(waiting)
-            self._running += 1
+            if self._queue:  # more than a batch: another call may have its share
+                self._changed.notify_all()
             return batch
 
     def _serve(self) -> None:
