@@ -63,6 +63,13 @@ class Seconds(click.ParamType):
         return number
 
 
+def check_precision_backend(precision: str, backend: str) -> None:
+    """A usage error for ``--precision int8`` with ``--backend keras``, which cannot run."""
+    if precision == "int8" and backend == "keras":
+        raise click.UsageError("--precision int8 runs on the onnx backend; the keras "
+                               "backend computes in fp32 only.")
+
+
 def examples(*commands: str) -> str:
     """A command's ``--help`` epilog: ``commands`` as typed, one a line, after the options."""
     return "\b\nExamples:\n" + "\n".join(f"  {command}" for command in commands)

@@ -13,6 +13,7 @@ import click
 
 from ..inputs.uris import is_uri
 from ..spec import FEATURES
+from .options import check_precision_backend
 
 if TYPE_CHECKING:
     from ..pipeline.job import Runner, RunOptions
@@ -71,9 +72,7 @@ def run_plan(flags: dict[str, Any], outputs: tuple[str, ...],
     if options.head is not None and isinstance(output, str):
         raise click.UsageError(f"--output {output} is a folder of Parquet shards; with "
                                "--head, name a results file (.csv, .jsonl, .json).")
-    if options.precision == "int8" and options.backend == "keras":
-        raise click.UsageError("--precision int8 runs on the onnx backend; the keras "
-                               "backend computes in fp32 only.")
+    check_precision_backend(options.precision, options.backend)
     return RunPlan(tuple(flags["inputs"]), output, options,
                    _ray_runner(flags) if runner == "ray" else None, report,
                    stdout_format=fmt or "table", quiet=flags["quiet"],

@@ -8,6 +8,7 @@ from ..errors import Hint, ServeError
 from .options import (
     ByteSize,
     Seconds,
+    check_precision_backend,
     decode_options,
     engine_options,
     examples,
@@ -75,9 +76,7 @@ def serve(host, port, top_k, max_batch, max_delay_ms, concurrent_batches, max_qu
     except ImportError as exc:
         raise ServeError(f"irv2 serve needs its extra, which is not installed ({exc.name} "
                          "is missing)", Hint.INSTALL_SERVE) from None
-    if backend == "keras" and precision == "int8":
-        raise click.UsageError("--precision int8 runs on the onnx backend; the keras "
-                               "backend computes in fp32 only.")
+    check_precision_backend(precision, backend)
     options = ServeOptions(
         weights=weights, backend=backend, precision=precision, top_k=top_k,
         preprocessing=Preprocessing(resize, interpolation, max_pixels),

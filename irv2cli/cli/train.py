@@ -11,6 +11,7 @@ from rich.text import Text
 
 from ..spec import BACKENDS, PRECISIONS
 from .options import (
+    check_precision_backend,
     decode_options,
     examples,
     preprocessing_options,
@@ -74,9 +75,7 @@ def train(**flags):
     from .plan import options_from, runner_from
     from .predict import same_file
 
-    if flags["precision"] == "int8" and flags["backend"] == "keras":
-        raise click.UsageError("--precision int8 runs on the onnx backend; the keras "
-                               "backend computes in fp32 only.")
+    check_precision_backend(flags["precision"], flags["backend"])
     report = flags["report"]
     if report is not None and same_file(report, flags["output"]):
         raise click.UsageError("--report and --output name the same file; give each its own.")

@@ -140,7 +140,7 @@ def with_head(options: RunOptions, notify: Notify) -> tuple[Head, RunOptions]:
     """The options' head, loaded and checked against the run's weights, and the options
     with top-k at most its class count (said once, through ``notify``); a preprocessing
     other than the head's is said too."""
-    from ..results.heads import load_head
+    from ..results.heads import load_head, preprocessing_record
     from ..store.artifacts import network_key
 
     head = load_head(options.head)
@@ -151,8 +151,7 @@ def with_head(options: RunOptions, notify: Notify) -> tuple[Head, RunOptions]:
                f"each image gets all {count}")
         options = replace(options, top_k=count)
     trained = head.metadata.get("preprocessing", {})
-    used = {"resize": options.preprocessing.resize,
-            "interpolation": options.preprocessing.interpolation}
+    used = preprocessing_record(options.preprocessing)
     if trained and {key: trained.get(key) for key in used} != used:
         notify(f"the head was trained on images resized by {trained.get('resize')} "
                f"({trained.get('interpolation')}), this run resizes by {used['resize']} "

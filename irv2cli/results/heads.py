@@ -25,6 +25,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xxhash
@@ -35,6 +36,9 @@ from ..store.atomic import atomic_file
 from ..version import __version__
 from .labels import ClassLabel
 from .writers import shown, write_error
+
+if TYPE_CHECKING:
+    from ..inputs.images import Preprocessing
 
 HEAD_FORMAT = "irv2-head"
 HEAD_FORMAT_VERSION = 1
@@ -97,6 +101,12 @@ class Head:
             raise HeadError(f"{shown(path)} was trained on the features of other network "
                             f"weights ({self.network or 'unknown'}, not {key}), so its "
                             "scores would mean nothing here", Hint.HEAD_WEIGHTS)
+
+
+def preprocessing_record(preprocessing: Preprocessing) -> dict[str, str]:
+    """What a head records of the preprocessing its features were made with, and what a
+    run with the head is compared on: the resize and its interpolation."""
+    return {"resize": preprocessing.resize, "interpolation": preprocessing.interpolation}
 
 
 def head_metadata(classes: tuple[str, ...], network: str, *, precision: str,

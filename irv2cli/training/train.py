@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import Hint, OutputError, TrainingDataError
 from ..pipeline.job import Notify, Runner, RunOptions
 from ..pipeline.run import RunInterrupted, RunProgress, run
-from ..results.heads import Head, head_metadata, save_head
+from ..results.heads import Head, head_metadata, preprocessing_record, save_head
 from ..results.records import Record
 from ..results.writers import os_reason, shown
 from ..spec import FEATURES
@@ -95,9 +95,9 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
     found = find_data(data, run_options.selection())
     for path in found.stray:
         notify(f"{shown(path)} is beside the class folders, in no class: left out")
-    cache = FeatureCache.for_setting(network_key(run_options.weights), run_options.precision,
-                                     run_options.preprocessing.resize,
-                                     run_options.preprocessing.interpolation)
+    network = network_key(run_options.weights)
+    preprocessing = preprocessing_record(run_options.preprocessing)
+    cache = FeatureCache.for_setting(network, run_options.precision, **preprocessing)
     on_stage("embedding")
     features, failed, embedded, cached = _features(found.examples, cache, run_options,
                                                    runner, notify, on_record, on_progress)
@@ -118,10 +118,8 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
                       f"split {options.val_split:g} of each class, seed {options.seed}",
         "class_weight": "balanced" if options.balance else "none",
         "seed": options.seed, **fitted.summary(), **evaluation.summary()}
-    preprocessing = {"resize": run_options.preprocessing.resize,
-                     "interpolation": run_options.preprocessing.interpolation}
     head = replace(head, metadata=head_metadata(
-        found.classes, network_key(run_options.weights), precision=run_options.precision,
+        found.classes, network, precision=run_options.precision,
         preprocessing=preprocessing, training=training))
     on_stage("writing")
     save_head(head, output)
