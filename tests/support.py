@@ -79,6 +79,29 @@ class Irv2Process:
         return time.monotonic() - sent
 
 
+def children_of(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (Linux), read thread by thread from /proc."""
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children.update(int(c) for c in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue  # that thread ended meanwhile
+    return children
+
+
+def decoding_workers_of(pid: int) -> list[int]:
+    """The live decoding worker processes (spawned Python) among ``pid``'s children."""
+    workers = []
+    for child in children_of(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+        except FileNotFoundError:
+            continue  # it ended meanwhile
+    return workers
+
+
 def build_children(weights: Path) -> list[int]:
     """Pids of live processes building the fast runtime for ``weights``."""
     found = []

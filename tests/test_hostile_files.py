@@ -7,6 +7,7 @@ that the decoding worker processes load through ``sitecustomize`` on PYTHONPATH.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -21,7 +22,13 @@ import click
 import numpy as np
 import pytest
 from PIL import Image
-from support import hostile_folder, hostile_images, hostile_pythonpath
+from support import (
+    children_of,
+    decoding_workers_of,
+    hostile_folder,
+    hostile_images,
+    hostile_pythonpath,
+)
 
 from irv2cli.cli.options import ByteSize
 from irv2cli.inputs.decoding import Decoded, DecodeLimits, DecodePool
@@ -203,8 +210,8 @@ def test_every_worker_killed_while_many_files_wait_costs_no_outcome(samples):
         for delay in (0.05, 0.15, 0.3, 0.05, 0.15, 0.3):  # killed at different moments
             outcomes = [pool.submit(f"{n}.jpg", Preprocessing(), photo) for n in range(36)]
             time.sleep(delay)
-            for pid in children_of(os.getpid()):
-                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            for pid in decoding_workers_of(os.getpid()):
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                     os.kill(pid, signal.SIGKILL)
             for outcome in outcomes:
                 assert isinstance(outcome.result(timeout=60), Decoded | str)
@@ -308,14 +315,6 @@ def assert_every_hostile_file_once(records: dict[str, dict], stderr: str, folder
         f"warning: {folder / 'b_warn.img'}: UserWarning: hostile decoder: corrupt metadata",
         f"warning: {folder / 'b_warn.img'}: TIFFFillStrip: hostile C-library noise",
     ]
-
-
-def children_of(pid: int) -> set[int]:
-    """The live child processes of ``pid`` (Linux)."""
-    children = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children.update(int(c) for c in (task / "children").read_text().split())
-    return children
 
 
 def alive(pid: int) -> bool:

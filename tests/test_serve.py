@@ -24,7 +24,13 @@ import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support import Irv2Process, build_children, hostile_folder, hostile_pythonpath
+from support import (
+    Irv2Process,
+    build_children,
+    decoding_workers_of,
+    hostile_folder,
+    hostile_pythonpath,
+)
 
 from irv2cli import RunOptions, run
 from irv2cli.cli.main import cli
@@ -312,10 +318,7 @@ def test_hostile_images_cost_their_own_request_only(client, server, samples, tmp
 
 
 def test_a_killed_decoding_worker_is_replaced(client, server, samples):
-    children = [pid for task in Path(f"/proc/{server.pid}/task").iterdir()
-                for pid in (task / "children").read_text().split()]
-    workers = [int(pid) for pid in children
-               if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    workers = decoding_workers_of(server.pid)
     assert workers
     os.kill(workers[0], signal.SIGKILL)
     body = (samples / "rocket.jpg").read_bytes()
