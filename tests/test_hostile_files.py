@@ -117,8 +117,7 @@ def test_a_worker_killed_between_files_does_not_stop_decoding(samples):
     with DecodePool(2, LIMITS) as pool:
         assert isinstance(pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result(),
                           Decoded)
-        idle = next(pid for pid in children_of(os.getpid())
-                    if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes())
+        idle = decoding_workers_of(os.getpid())[0]
         os.kill(idle, signal.SIGKILL)  # as the system's out-of-memory killer might
         time.sleep(0.5)  # pebble notices, and gives its pool up
         for _ in range(3):
@@ -134,8 +133,7 @@ def test_files_submitted_as_the_only_worker_dies_are_decoded_by_a_new_one(sample
     with DecodePool(1, LIMITS) as pool:
         assert isinstance(pool.submit(str(samples / "chelsea.jpg"), Preprocessing()).result(),
                           Decoded)
-        worker = next(pid for pid in children_of(os.getpid())
-                      if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes())
+        worker = decoding_workers_of(os.getpid())[0]
         os.kill(worker, signal.SIGKILL)
         waiting = [pool.submit(str(samples / "coffee.jpg"), Preprocessing()) for _ in range(3)]
         assert all(isinstance(outcome.result(timeout=60), Decoded) for outcome in waiting)
