@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -126,6 +127,29 @@ def test_a_head_on_the_cluster_gives_the_records_of_the_local_runner(
     assert_same_predictions(jsonl_records(on_ray), jsonl_records(local))
     labels = {p["label"] for r in jsonl_records(on_ray) for p in r["predictions"] or []}
     assert labels == {"cat", "coffee", "rocket"}
+
+
+def test_train_on_the_cluster_fits_the_head_of_the_local_runner(top_weights, cluster_env,
+                                                                  cache, tmp_path):
+    from pictures import split_folders
+
+    from irv2cli.results.heads import load_head
+
+    data = split_folders(tmp_path / "data")
+    local, on_ray = tmp_path / "local.head", tmp_path / "ray.head"
+    irv2("train", data, "--weights", top_weights, "-o", local, env=cluster_env)
+    shutil.rmtree(cache.irv2 / "features")  # the cluster embeds every picture again
+    result = irv2("train", data, "--weights", top_weights, "-o", on_ray, "--runner", "ray",
+                  env=cluster_env)
+
+    assert result.returncode == 0, result.stderr
+    assert "validation (6 images): top-1 100.0%" in result.stdout
+    ours, reference = load_head(on_ray), load_head(local)
+    assert ours.classes == reference.classes
+    assert ours.metadata["training"]["C"] == reference.metadata["training"]["C"]
+    np.testing.assert_allclose(ours.bias, reference.bias, atol=1e-3)
+    np.testing.assert_allclose(ours.weights, reference.weights,
+                               atol=1e-3 * np.abs(reference.weights).max())
 
 
 @pytest.fixture
