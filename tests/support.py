@@ -85,7 +85,7 @@ def children_of(pid: int) -> set[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             children.update(int(c) for c in (task / "children").read_text().split())
-        except FileNotFoundError:
+        except OSError:  # ENOENT or ESRCH
             continue  # that thread ended meanwhile
     return children
 
@@ -97,7 +97,7 @@ def decoding_workers_of(pid: int) -> list[int]:
         try:
             if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
                 workers.append(child)
-        except FileNotFoundError:
+        except OSError:
             continue  # it ended meanwhile
     return workers
 
