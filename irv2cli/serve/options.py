@@ -42,12 +42,9 @@ class ServeOptions:
     client_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.concurrent_batches is not None and self.concurrent_batches < 1:
-            raise ValueError("concurrent_batches must be at least 1, not "
-                             f"{self.concurrent_batches}")
-        for name in ("max_batch", "max_queue", "max_body", "top_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("max_batch", "max_queue", "max_body", "top_k", "concurrent_batches"):
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
         for name in ("max_delay", "client_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
